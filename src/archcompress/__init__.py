@@ -1,0 +1,3 @@
+"""archcompress."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,197 @@
+"""Command-line interface: each command declares its options and calls one api function."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from archcompress import __version__
+from archcompress.errors import ArchcompressError
+
+app = typer.Typer(
+    name="archcompress",
+    help="Find a much smaller student architecture for a trained CNN (N2N learning, architecture compression).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(command: F) -> F:
+    """Turn our errors into one line on stderr and exit code 2 (130 on Ctrl-C); ``--debug`` shows tracebacks."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except ArchcompressError as exc:
+            if _debug():
+                raise
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+_DEBUG: ContextVar[bool] = ContextVar("archcompress_debug", default=False)
+
+
+def _debug() -> bool:
+    return _DEBUG.get()
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"archcompress {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """archcompress: teacher in, smaller trained student out."""
+    _DEBUG.set(debug)
+
+
+def parse_model_args(items: list[str]) -> dict[str, Any]:
+    """Parse repeated ``KEY=VALUE`` options; values are read as YAML scalars (``0.25``, ``true``, ``[1, 2]``)."""
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ArchcompressError(f"--model-arg {item!r} is not KEY=VALUE: write it like --model-arg width=0.5")
+        try:
+            parsed[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ArchcompressError(f"--model-arg {item!r}: cannot parse the value ({exc})") from exc
+    return parsed
+
+
+@app.command()
+@handle_errors
+def datasets() -> None:
+    """List the data sets, with a one-line description each."""
+    from archcompress.data import dataset_sources
+
+    table = Table("name", "description", "needs --data-root", box=None)
+    for source in dataset_sources():
+        table.add_row(source.name, source.description, "yes" if source.needs_root else "no")
+    table.add_row(
+        "imagefolder:PATH",
+        "any folder of class sub-folders: PATH/train/<class>/*.jpg, optional test/ or val/",
+        "no",
+    )
+    console.print(table)
+
+
+@app.command()
+@handle_errors
+def models() -> None:
+    """List the teacher zoo and the other accepted model references."""
+    from archcompress.models import torchvision_classifiers, zoo_entries
+
+    table = Table("reference", "description", box=None)
+    for entry in zoo_entries():
+        table.add_row(entry.name, entry.description)
+    table.add_row(
+        "torchvision:NAME",
+        f"any of torchvision's {len(torchvision_classifiers())} classification models, random init "
+        "(e.g. torchvision:resnet50, torchvision:mobilenet_v2)",
+    )
+    table.add_row("path/to/file.py:Factory", "your own model: Factory(num_classes=..., input_shape=...) -> nn.Module")
+    table.add_row("package.module:Factory", "the same, from an importable module")
+    console.print(table)
+    console.print("Zoo models take --model-arg width=FLOAT to scale every layer's width.")
+
+
+@app.command("train-teacher")
+@handle_errors
+def train_teacher_command(
+    model: Annotated[str, typer.Option(help="Model reference (see `archcompress models`).")],
+    dataset: Annotated[str, typer.Option(help="Data set name (see `archcompress datasets`).")],
+    out: Annotated[Path, typer.Option(help="Where to write the teacher checkpoint (.pt).")],
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 8,
+    model_arg: Annotated[
+        list[str] | None,
+        typer.Option("--model-arg", help="Model constructor argument KEY=VALUE (repeatable)."),
+    ] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Folder with torchvision data sets.")] = None,
+    download: Annotated[bool, typer.Option(help="Download a torchvision data set into --data-root.")] = False,
+    val_fraction: Annotated[float, typer.Option(help="Fraction of the training set held out as val.")] = 0.1,
+    image_size: Annotated[int, typer.Option(help="Image size for imagefolder:PATH data sets.")] = 224,
+    batch_size: Annotated[int, typer.Option(help="Mini-batch size.")] = 128,
+    optimizer: Annotated[str, typer.Option(help="sgd (Nesterov momentum) or adam.")] = "sgd",
+    lr: Annotated[float | None, typer.Option(help="Learning rate [default: 0.05 for sgd, 0.001 for adam].")] = None,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay (not applied to biases and norms).")] = 5e-4,
+    schedule: Annotated[str, typer.Option(help="Learning-rate schedule: cosine, step or none.")] = "cosine",
+    augment: Annotated[bool, typer.Option(help="Train-time augmentation (shifts, flips where sensible).")] = True,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same result on CPU).")] = 0,
+    workers: Annotated[int, typer.Option(help="Data loading processes (for data decoded from files).")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
+) -> None:
+    """Train a teacher from scratch and save a checkpoint that later commands read."""
+    from archcompress.api import train_teacher
+    from archcompress.data import DataOptions
+    from archcompress.distill import TrainConfig
+    from archcompress.progress import TrainingProgress
+
+    train = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,  # type: ignore[arg-type]
+        lr=lr,
+        weight_decay=weight_decay,
+        schedule=schedule,  # type: ignore[arg-type]
+        augment=augment,
+        seed=seed,
+    )
+    data = DataOptions(
+        data_root=data_root,
+        download=download,
+        val_fraction=val_fraction,
+        image_size=image_size,
+        workers=workers,
+    )
+    result = train_teacher(
+        model,
+        dataset,
+        out,
+        model_kwargs=parse_model_args(model_arg or []),
+        data=data,
+        train=train,
+        device=device,
+        overwrite=overwrite,
+        callbacks=(TrainingProgress(f"{model} on {dataset}", err_console),),
+    )
+    meta = result.meta
+    console.print(
+        f"teacher {meta.model} on {meta.dataset}: test accuracy {meta.test_accuracy:.2%}, "
+        f"val accuracy {meta.val_accuracy:.2%}, {meta.params:,} params, {result.seconds:.0f}s"
+    )
+    console.print(f"checkpoint written to {result.path}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(app())

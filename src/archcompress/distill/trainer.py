@@ -1,0 +1,235 @@
+"""One training loop for teachers and students: SGD/Adam, cosine/step schedule, AMP and channels_last on GPU."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import torch
+from torch import nn
+
+from archcompress.data import Split
+from archcompress.distill.losses import LossFn
+from archcompress.errors import ArchcompressError
+
+Optimizer = Literal["sgd", "adam"]
+Schedule = Literal["cosine", "step", "none"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides how a model is trained; ``lr=None`` picks the optimiser's default."""
+
+    epochs: int = 8
+    batch_size: int = 128
+    optimizer: Optimizer = "sgd"
+    lr: float | None = None
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: Schedule = "cosine"
+    augment: bool = True
+    seed: int = 0
+    max_steps: int | None = None  # stop early after this many optimiser steps (short evaluations)
+    amp: bool = True  # mixed precision, used only on CUDA
+    channels_last: bool = True  # NHWC memory layout for 2-D convnets, used only on CUDA
+
+    @property
+    def learning_rate(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 0.05 if self.optimizer == "sgd" else 1e-3
+
+    def validate(self) -> None:
+        """Reject settings that cannot train, with a message that names the flag."""
+        if self.epochs < 1:
+            raise ArchcompressError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ArchcompressError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ArchcompressError(f"--lr must be a positive number, got {self.lr}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ArchcompressError(f"--optimizer must be sgd or adam, got {self.optimizer!r}")
+        if self.schedule not in ("cosine", "step", "none"):
+            raise ArchcompressError(f"--schedule must be cosine, step or none, got {self.schedule!r}")
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """Metrics after one epoch."""
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_accuracy: float | None
+    seconds: float
+
+
+@dataclass
+class TrainHistory:
+    """Per-epoch metrics of one training run."""
+
+    epochs: list[EpochStats] = field(default_factory=list)
+
+    @property
+    def final(self) -> EpochStats:
+        return self.epochs[-1]
+
+
+class TrainingDiverged(ArchcompressError):
+    """The loss became NaN or infinite; training stopped at once."""
+
+
+class Callback(Protocol):
+    """Hooks for progress display and logging; every method is optional in spirit but must exist."""
+
+    def on_train_start(self, total_steps: int, epochs: int) -> None: ...
+
+    def on_step(self, step: int, loss: float, accuracy: float) -> None: ...
+
+    def on_epoch_end(self, stats: EpochStats) -> None: ...
+
+    def on_train_end(self) -> None: ...
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum, or Adam; weight decay is not applied to biases and norm parameters."""
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.dim() > 1 else no_decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.learning_rate)
+    return torch.optim.SGD(groups, lr=config.learning_rate, momentum=config.momentum, nesterov=config.momentum > 0)
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-step schedule: cosine to zero, step decay x0.1 at 50% and 75%, or constant."""
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+    if config.schedule == "step":
+        milestones = [int(total_steps * 0.5), int(total_steps * 0.75)]
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def _uses_channels_last(model: nn.Module, device: torch.device, config: TrainConfig) -> bool:
+    return config.channels_last and device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def _autocast(device: torch.device, config: TrainConfig) -> torch.autocast | nullcontext[None]:
+    if device.type == "cuda" and config.amp:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return nullcontext()
+
+
+def fit(
+    model: nn.Module,
+    train: Split,
+    val: Split | None,
+    loss_fn: LossFn,
+    config: TrainConfig,
+    device: torch.device,
+    callbacks: Sequence[Callback] = (),
+) -> TrainHistory:
+    """Train ``model`` in place on ``train`` and measure accuracy on ``val`` after every epoch.
+
+    Raises ``TrainingDiverged`` as soon as the loss is NaN or infinite.
+    """
+    config.validate()
+    model.to(device)
+    channels_last = _uses_channels_last(model, device, config)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, config)
+    steps_per_epoch = max(1, math.ceil(len(train) / config.batch_size))
+    total_steps = steps_per_epoch * config.epochs
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    scheduler = make_scheduler(optimizer, config, total_steps)
+    use_scaler = device.type == "cuda" and config.amp and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    for callback in callbacks:
+        callback.on_train_start(total_steps, config.epochs)
+
+    history = TrainHistory()
+    step = 0
+    for epoch in range(config.epochs):
+        started = time.perf_counter()
+        model.train()
+        loss_sum = correct = seen = 0.0
+        for batch in train.batches(
+            config.batch_size,
+            shuffle=True,
+            augment=config.augment,
+            seed=config.seed * 100_003 + epoch,
+            device=device,
+        ):
+            x = (
+                batch.x.contiguous(memory_format=torch.channels_last)
+                if channels_last and batch.x.dim() == 4
+                else batch.x
+            )
+            with _autocast(device, config):
+                logits = model(x)
+                loss = loss_fn(logits, batch)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"training diverged at epoch {epoch + 1}, step {step + 1} (loss {loss.item()}): "
+                    "lower --lr or check the data"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            count = len(batch.y)
+            loss_sum += loss.item() * count
+            correct += (logits.argmax(1) == batch.y).sum().item()
+            seen += count
+            for callback in callbacks:
+                callback.on_step(step, loss_sum / seen, correct / seen)
+            if step >= total_steps:
+                break
+        val_accuracy = evaluate_accuracy(model, val, device, batch_size=max(256, config.batch_size)) if val else None
+        stats = EpochStats(epoch + 1, loss_sum / max(seen, 1), correct / max(seen, 1), val_accuracy,
+                           time.perf_counter() - started)  # fmt: skip
+        history.epochs.append(stats)
+        for callback in callbacks:
+            callback.on_epoch_end(stats)
+        if step >= total_steps:
+            break
+    for callback in callbacks:
+        callback.on_train_end()
+    return history
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, split: Split, device: torch.device, batch_size: int = 512) -> torch.Tensor:
+    """Logits for every sample of ``split`` in index order, without augmentation; (N, num_classes) on CPU."""
+    model.eval()
+    outputs = [model(batch.x).float().cpu() for batch in split.batches(batch_size, device=device)]
+    return torch.cat(outputs)
+
+
+@torch.no_grad()
+def evaluate_accuracy(model: nn.Module, split: Split, device: torch.device, batch_size: int = 512) -> float:
+    """Top-1 accuracy of ``model`` on ``split`` (eval mode, no augmentation)."""
+    model.eval()
+    correct = total = 0
+    for batch in split.batches(batch_size, device=device):
+        correct += int((model(batch.x).argmax(1) == batch.y).sum())
+        total += len(batch.y)
+    return correct / max(total, 1)

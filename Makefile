@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	rm -rf $(DEMO)
-	$(BIN)/archcompress train-teacher --model vgg11 --model-arg width=0.25 --dataset mnist5k \
-		--epochs 8 --seed 0 --out $(DEMO)/teacher.pt
+	$(BIN)/archcompress train-teacher --model vgg11 --dataset mnist5k --epochs 8 --seed 0 \
+		--out $(DEMO)/teacher.pt
 	@echo ""
 	@echo "Demo finished. Teacher checkpoint: $(DEMO)/teacher.pt"
 

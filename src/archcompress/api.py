@@ -69,7 +69,7 @@ def train_teacher(
         epochs=len(history.epochs),
         seed=train.seed,
         library_version=__version__,
-        torch_version=torch.__version__,
+        torch_version=str(torch.__version__),
     )
     save_teacher(out, net.cpu(), meta)
     return TeacherTrainingResult(out, meta, history, time.perf_counter() - started)

@@ -190,6 +190,11 @@ def train_teacher_command(
         f"val accuracy {meta.val_accuracy:.2%}, {meta.params:,} params, {result.seconds:.0f}s"
     )
     console.print(f"checkpoint written to {result.path}")
+    if meta.test_accuracy is not None and meta.test_accuracy < 1.5 / meta.num_classes:
+        err_console.print(
+            f"[yellow]warning:[/] test accuracy {meta.test_accuracy:.2%} is near chance "
+            f"({1 / meta.num_classes:.2%}): train longer (--epochs) or change --lr before compressing this teacher"
+        )
 
 
 def main() -> None:

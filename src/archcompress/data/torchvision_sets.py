@@ -31,7 +31,8 @@ def _open(name: str, layout: str, options: DataOptions, make: Callable[[str, boo
         )
     try:
         return make(str(root), True, options.download), make(str(root), False, options.download)
-    except (RuntimeError, OSError, ValueError, KeyError, EOFError) as exc:
+    # torchvision's IDX reader rejects malformed files with bare asserts and TypeError, so catch those too.
+    except (RuntimeError, OSError, ValueError, KeyError, EOFError, AssertionError, TypeError) as exc:
         action = "the download failed" if options.download else "add --download to fetch it"
         raise ArchcompressError(
             f"{name} not found or corrupted under --data-root {root} (expected {layout}; "

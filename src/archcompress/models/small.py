@@ -30,7 +30,17 @@ def lenet5(input_shape: tuple[int, ...], num_classes: int, width: float = 1.0) -
         nn.ReLU(),
         nn.Linear(f2, num_classes),
     ]
-    return nn.Sequential(*layers)
+    return _relu_init(nn.Sequential(*layers))
+
+
+def _relu_init(model: nn.Module) -> nn.Module:
+    """He (fan-in) initialisation: PyTorch's default init makes these BN-free ReLU nets start very slowly."""
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return model
 
 
 @register_model("mlp", "Multi-layer perceptron: flatten, hidden layers 512-256 with ReLU", input_rank=None)
@@ -41,7 +51,7 @@ def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: tuple[int, ...] 
         layers += [nn.Linear(features, int(size)), nn.ReLU()]
         features = int(size)
     layers.append(nn.Linear(features, num_classes))
-    return nn.Sequential(*layers)
+    return _relu_init(nn.Sequential(*layers))
 
 
 class ConvNet1d(nn.Module):

@@ -1,6 +1,15 @@
 """Training: loss functions and the one training loop shared by teachers and students."""
 
-from archcompress.distill.losses import LossFn, cross_entropy
+from archcompress.distill.losses import (
+    DistillLoss,
+    LossFn,
+    TeacherTargets,
+    cross_entropy,
+    hinton_kd_loss,
+    l2_logit_loss,
+    make_distill_loss,
+)
+from archcompress.distill.teacher_targets import CachedLogits, LiveTeacher, cached_teacher_logits, split_key
 from archcompress.distill.trainer import (
     Callback,
     EpochStats,
@@ -13,14 +22,23 @@ from archcompress.distill.trainer import (
 )
 
 __all__ = [
+    "CachedLogits",
     "Callback",
+    "DistillLoss",
     "EpochStats",
+    "LiveTeacher",
     "LossFn",
+    "TeacherTargets",
     "TrainConfig",
     "TrainHistory",
     "TrainingDiverged",
+    "cached_teacher_logits",
     "cross_entropy",
     "evaluate_accuracy",
     "fit",
+    "hinton_kd_loss",
+    "l2_logit_loss",
+    "make_distill_loss",
     "predict_logits",
+    "split_key",
 ]

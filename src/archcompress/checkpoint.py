@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from archcompress.errors import ArchcompressError
+from archcompress.errors import ArchcompressError, first_line
 from archcompress.models import create_model
 from archcompress.runtime import atomic_open
 
@@ -75,6 +75,13 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _looks_like_torch_file(path: Path) -> bool:
+    """True for a zip archive (``torch.save``'s format) or a binary pickle (legacy ``torch.save``)."""
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    return head.startswith(b"PK") or head.startswith(b"\x80")
+
+
 def read_checkpoint(path: str | Path) -> tuple[TeacherMeta, dict[str, torch.Tensor]]:
     """Read and validate a checkpoint file without building the model."""
     path = Path(path)
@@ -83,13 +90,18 @@ def read_checkpoint(path: str | Path) -> tuple[TeacherMeta, dict[str, torch.Tens
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if not _looks_like_torch_file(path):
+            raise ArchcompressError(
+                f"checkpoint {path} is not a PyTorch file (neither a zip archive nor a pickle): "
+                "re-create it with `archcompress train-teacher`"
+            ) from exc
         raise ArchcompressError(
             f"checkpoint {path} contains Python objects that are not plain weights; refusing to unpickle "
             "it (it could run code): save a state_dict-based archcompress checkpoint with train-teacher"
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise ArchcompressError(
-            f"checkpoint {path} is truncated or not a PyTorch file ({str(exc).splitlines()[0]}): "
+            f"checkpoint {path} is truncated or not a PyTorch file ({first_line(exc)}): "
             "re-create it with `archcompress train-teacher`"
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -126,7 +138,7 @@ def load_teacher(path: str | Path) -> Teacher:
     except RuntimeError as exc:
         raise ArchcompressError(
             f"checkpoint {path} does not match model {meta.model!r} {meta.model_kwargs} "
-            f"({str(exc).splitlines()[0]}): the model code changed since it was saved; retrain the teacher"
+            f"({first_line(exc)}): the model code changed since it was saved; retrain the teacher"
         ) from exc
     model.eval()
     return Teacher(model, meta, file_sha256(path), path)

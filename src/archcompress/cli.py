@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from archcompress import __version__
@@ -40,7 +41,9 @@ def handle_errors(command: F) -> F:
         except ArchcompressError as exc:
             if _debug():
                 raise
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            # One line, printed verbatim: wrapped library messages may span lines or contain [markup].
+            message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+            err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
@@ -83,7 +86,8 @@ def parse_model_args(items: list[str]) -> dict[str, Any]:
         try:
             parsed[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError as exc:
-            raise ArchcompressError(f"--model-arg {item!r}: cannot parse the value ({exc})") from exc
+            reason = getattr(exc, "problem", None) or type(exc).__name__
+            raise ArchcompressError(f"--model-arg {item!r}: cannot parse the value ({reason})") from exc
     return parsed
 
 

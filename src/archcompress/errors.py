@@ -10,6 +10,12 @@ class ArchcompressError(Exception):
     """Bad input or an impossible request; the CLI prints the message on one line and exits with code 2."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type name when the message is empty."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def unknown_name_error(kind: str, name: str, known: Iterable[str], hint: str = "") -> ArchcompressError:
     """Build an error for an unknown registry name that suggests the closest known names."""
     known = sorted(known)

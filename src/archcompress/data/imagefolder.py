@@ -25,7 +25,7 @@ from archcompress.data.base import (
     stratified_holdout,
 )
 from archcompress.data.registry import OFFLINE_TEST_FRACTION, TEST_SPLIT_SEED, DataOptions
-from archcompress.errors import ArchcompressError
+from archcompress.errors import ArchcompressError, first_line
 
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 MEMORY_LIMIT_BYTES = 4 * 1024**3
@@ -100,7 +100,7 @@ def _open_folder(path: Path) -> Any:
         return ImageFolder(str(path))
     except (FileNotFoundError, RuntimeError, OSError) as exc:
         raise ArchcompressError(
-            f"image folder {path} is not in ImageFolder layout ({str(exc).splitlines()[0]}): "
+            f"image folder {path} is not in ImageFolder layout ({first_line(exc)}): "
             "expected one sub-folder per class holding image files"
         ) from exc
 

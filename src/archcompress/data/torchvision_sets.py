@@ -11,7 +11,7 @@ import torch
 
 from archcompress.data.base import Augmentation, DatasetInfo
 from archcompress.data.registry import DataOptions, LoadedArrays, as_tensor, register_dataset
-from archcompress.errors import ArchcompressError
+from archcompress.errors import ArchcompressError, first_line
 
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
@@ -36,7 +36,7 @@ def _open(name: str, layout: str, options: DataOptions, make: Callable[[str, boo
         action = "the download failed" if options.download else "add --download to fetch it"
         raise ArchcompressError(
             f"{name} not found or corrupted under --data-root {root} (expected {layout}; "
-            f"torchvision said: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): "
+            f"torchvision said: {first_line(exc)}): "
             f"fix the path or {action}"
         ) from exc
 

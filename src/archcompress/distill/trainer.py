@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -12,7 +12,7 @@ from typing import Literal, Protocol
 import torch
 from torch import nn
 
-from archcompress.data import Split
+from archcompress.data import Batch, Split
 from archcompress.distill.losses import LossFn
 from archcompress.errors import ArchcompressError
 
@@ -152,68 +152,93 @@ def fit(
     channels_last = _uses_channels_last(model, device, config)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, config)
-    steps_per_epoch = max(1, math.ceil(len(train) / config.batch_size))
-    total_steps = steps_per_epoch * config.epochs
+    total_steps = max(1, math.ceil(len(train) / config.batch_size)) * config.epochs
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
-    scheduler = make_scheduler(optimizer, config, total_steps)
-    use_scaler = device.type == "cuda" and config.amp and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    loop = _StepLoop(model, loss_fn, config, device, channels_last, total_steps, callbacks)
     for callback in callbacks:
         callback.on_train_start(total_steps, config.epochs)
-
     history = TrainHistory()
-    step = 0
-    for epoch in range(config.epochs):
-        started = time.perf_counter()
-        model.train()
-        loss_sum = correct = seen = 0.0
-        for batch in train.batches(
-            config.batch_size,
-            shuffle=True,
-            augment=config.augment,
-            seed=config.seed * 100_003 + epoch,
-            device=device,
-        ):
-            x = (
-                batch.x.contiguous(memory_format=torch.channels_last)
-                if channels_last and batch.x.dim() == 4
-                else batch.x
+    try:
+        for epoch in range(config.epochs):
+            started = time.perf_counter()
+            batches = train.batches(
+                config.batch_size,
+                shuffle=True,
+                augment=config.augment,
+                seed=config.seed * 100_003 + epoch,
+                device=device,
             )
-            with _autocast(device, config):
-                logits = model(x)
-                loss = loss_fn(logits, batch)
+            loss, accuracy = loop.run_epoch(batches, epoch)
+            val_accuracy = evaluate_accuracy(model, val, device, max(256, config.batch_size)) if val else None
+            stats = EpochStats(epoch + 1, loss, accuracy, val_accuracy, time.perf_counter() - started)
+            history.epochs.append(stats)
+            for callback in callbacks:
+                callback.on_epoch_end(stats)
+            if loop.step >= total_steps:
+                break
+    finally:
+        # Also on divergence or Ctrl-C, so that callbacks can release what they hold (a live progress display).
+        for callback in callbacks:
+            callback.on_train_end()
+    return history
+
+
+class _StepLoop:
+    """Optimiser, schedule and loss scaling for one ``fit`` call; counts steps across epochs."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        config: TrainConfig,
+        device: torch.device,
+        channels_last: bool,
+        total_steps: int,
+        callbacks: Sequence[Callback],
+    ) -> None:
+        self.model, self.loss_fn, self.config, self.device = model, loss_fn, config, device
+        self.channels_last = channels_last
+        self.total_steps = total_steps
+        self.callbacks = callbacks
+        self.optimizer = make_optimizer(model, config)
+        self.scheduler = make_scheduler(self.optimizer, config, total_steps)
+        # fp16 needs loss scaling; bf16 (and CPU float32) does not.
+        use_scaler = device.type == "cuda" and config.amp and not torch.cuda.is_bf16_supported()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        self.step = 0
+
+    def run_epoch(self, batches: Iterator[Batch], epoch: int) -> tuple[float, float]:
+        """Train on ``batches`` until they run out or the step budget is spent; return (loss, accuracy)."""
+        self.model.train()
+        loss_sum = correct = seen = 0.0
+        for batch in batches:
+            x = batch.x
+            if self.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(self.device, self.config):
+                logits = self.model(x)
+                loss = self.loss_fn(logits, batch)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
-                    f"training diverged at epoch {epoch + 1}, step {step + 1} (loss {loss.item()}): "
+                    f"training diverged at epoch {epoch + 1}, step {self.step + 1} (loss {loss.item()}): "
                     "lower --lr or check the data"
                 )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            step += 1
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            self.step += 1
             count = len(batch.y)
             loss_sum += loss.item() * count
             correct += (logits.argmax(1) == batch.y).sum().item()
             seen += count
-            for callback in callbacks:
-                callback.on_step(step, loss_sum / seen, correct / seen)
-            if step >= total_steps:
+            for callback in self.callbacks:
+                callback.on_step(self.step, loss_sum / seen, correct / seen)
+            if self.step >= self.total_steps:
                 break
-        val_accuracy = evaluate_accuracy(model, val, device, batch_size=max(256, config.batch_size)) if val else None
-        stats = EpochStats(epoch + 1, loss_sum / max(seen, 1), correct / max(seen, 1), val_accuracy,
-                           time.perf_counter() - started)  # fmt: skip
-        history.epochs.append(stats)
-        for callback in callbacks:
-            callback.on_epoch_end(stats)
-        if step >= total_steps:
-            break
-    for callback in callbacks:
-        callback.on_train_end()
-    return history
+        return loss_sum / max(seen, 1), correct / max(seen, 1)
 
 
 @torch.no_grad()

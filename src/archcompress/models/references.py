@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from archcompress.errors import ArchcompressError, unknown_name_error
+from archcompress.errors import ArchcompressError, first_line, unknown_name_error
 from archcompress.models.registry import check_input_rank, zoo_entry
 
 TORCHVISION_PREFIX = "torchvision:"
@@ -186,7 +186,7 @@ def check_model_io(model: nn.Module, ref: str, input_shape: tuple[int, ...], num
     except Exception as exc:
         raise ArchcompressError(
             f"model {ref!r} cannot take inputs of shape {tuple(input_shape)} "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): "
+            f"({type(exc).__name__}: {first_line(exc)}): "
             "pick a data set or --input-shape that the model supports"
         ) from exc
     finally:

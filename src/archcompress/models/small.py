@@ -44,12 +44,15 @@ def _relu_init(model: nn.Module) -> nn.Module:
 
 
 @register_model("mlp", "Multi-layer perceptron: flatten, hidden layers 512-256 with ReLU", input_rank=None)
-def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: tuple[int, ...] = (512, 256)) -> nn.Module:
+def mlp(
+    input_shape: tuple[int, ...], num_classes: int, hidden: tuple[int, ...] = (512, 256), width: float = 1.0
+) -> nn.Module:
     layers: list[nn.Module] = [nn.Flatten()]
     features = math.prod(input_shape)
     for size in hidden:
-        layers += [nn.Linear(features, int(size)), nn.ReLU()]
-        features = int(size)
+        scaled = max(1, round(int(size) * width))
+        layers += [nn.Linear(features, scaled), nn.ReLU()]
+        features = scaled
     layers.append(nn.Linear(features, num_classes))
     return _relu_init(nn.Sequential(*layers))
 

@@ -11,9 +11,12 @@ from archcompress.data import DataOptions, load_dataset
 from archcompress.distill import TrainConfig
 from archcompress.errors import ArchcompressError
 from archcompress.models import create_model
+from archcompress.space import Candidate, CompressionSpace, load_student, save_student
 
 __all__ = [
     "ArchcompressError",
+    "Candidate",
+    "CompressionSpace",
     "DataOptions",
     "Teacher",
     "TeacherMeta",
@@ -22,6 +25,8 @@ __all__ = [
     "__version__",
     "create_model",
     "load_dataset",
+    "load_student",
     "load_teacher",
+    "save_student",
     "train_teacher",
 ]

@@ -7,13 +7,49 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from archcompress import __version__
-from archcompress.checkpoint import TeacherMeta, save_teacher
+from archcompress.checkpoint import TeacherMeta, load_teacher, save_teacher
 from archcompress.data import DataOptions, load_dataset
 from archcompress.distill import Callback, TrainConfig, TrainHistory, cross_entropy, evaluate_accuracy, fit
 from archcompress.errors import ArchcompressError
-from archcompress.models import check_model_io, create_model
+from archcompress.models import check_model_io, create_model, reference_kind
 from archcompress.runtime import resolve_device, seed_everything
+from archcompress.space import CompressionSpace
+
+
+def load_model_or_checkpoint(
+    ref: str,
+    input_shape: tuple[int, ...] | None = None,
+    num_classes: int | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+) -> tuple[nn.Module, tuple[int, ...], int]:
+    """A model from a checkpoint file (which knows its shape) or a model reference plus ``input_shape``."""
+    path = Path(ref)
+    if path.is_file() and reference_kind(ref) == "zoo":
+        teacher = load_teacher(path)
+        return teacher.model, teacher.meta.input_shape, teacher.meta.num_classes
+    if input_shape is None:
+        raise ArchcompressError(
+            f"{ref!r} is a model reference, not a checkpoint file: pass --input-shape C,H,W (e.g. 3,32,32), "
+            "or give a checkpoint written by train-teacher"
+        )
+    classes = num_classes or 10
+    model = create_model(ref, input_shape, classes, model_kwargs)
+    check_model_io(model, ref, input_shape, classes)
+    return model.eval(), input_shape, classes
+
+
+def inspect_model(
+    ref: str,
+    input_shape: tuple[int, ...] | None = None,
+    num_classes: int | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The compression space's unit table and totals for a checkpoint or a model reference."""
+    model, shape, _ = load_model_or_checkpoint(ref, input_shape, num_classes, model_kwargs)
+    return CompressionSpace.from_model(model, shape).summary()
 
 
 @dataclass(frozen=True)

@@ -201,6 +201,44 @@ def train_teacher_command(
         )
 
 
+def parse_shape(text: str) -> tuple[int, ...]:
+    """Parse ``C,H,W`` (or ``C,L``) into a tuple of positive ints."""
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if not 2 <= len(shape) <= 3 or min(shape) < 1:
+        raise ArchcompressError(f"--input-shape {text!r} is not C,H,W or C,L with positive sizes: e.g. 3,32,32")
+    return shape
+
+
+@app.command()
+@handle_errors
+def inspect(
+    model: Annotated[str, typer.Argument(help="A teacher checkpoint (.pt) or a model reference.")],
+    input_shape: Annotated[
+        str | None, typer.Option(help="C,H,W (or C,L) per sample; needed for a model reference.")
+    ] = None,
+    num_classes: Annotated[int | None, typer.Option(help="Classes, for a model reference [default: 10].")] = None,
+    model_arg: Annotated[
+        list[str] | None, typer.Option("--model-arg", help="Model constructor argument KEY=VALUE (repeatable).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
+) -> None:
+    """Show the compression space of a model: units, shapes, params, MACs, removable, shrink group."""
+    import json
+
+    from archcompress.api import inspect_model
+    from archcompress.space import render_summary
+
+    shape = parse_shape(input_shape) if input_shape else None
+    summary = inspect_model(model, shape, num_classes, parse_model_args(model_arg or []))
+    if as_json:
+        typer.echo(json.dumps(summary, indent=1))
+    else:
+        console.print(render_summary(summary, title=model))
+
+
 def main() -> None:
     """Console-script entry point."""
     sys.exit(app())

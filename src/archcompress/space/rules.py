@@ -1,0 +1,50 @@
+"""Which units a candidate may remove: the one place that states the rule set.
+
+The defaults are those of the N2N authors' code: never remove the first layer, the classifier, a strided
+convolution, a fully connected layer or average pooling. Removing any other layer re-sizes the next layer's
+input. Inside a residual block, body layers may be removed; the whole block may be removed when its shortcut
+is the identity (the shortcut then remains), never when it is a projection. Shortcut layers, flatten and
+adaptive (global) pooling are never removed because the network would no longer fit together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from archcompress.space.ir import AdaptivePoolSpec, ConvSpec, LayerSpec, LinearSpec, PoolSpec
+
+
+@dataclass(frozen=True)
+class RemovalRules:
+    """Switches over the default rule set; ``True`` allows removing that kind of unit."""
+
+    first_layer: bool = False  # the first unit with weights
+    classifier: bool = False  # the last Linear
+    strided_conv: bool = False  # a conv with stride > 1 in any dimension
+    linear: bool = False  # any fully connected layer
+    avg_pool: bool = False  # average pooling with a fixed window
+    body_layers: bool = True  # layers inside a residual block's body
+    identity_blocks: bool = True  # a whole residual block whose shortcut is the identity
+
+    def layer_removable(self, specs: tuple[LayerSpec, ...], *, first: bool, classifier: bool, branch: str) -> bool:
+        """Whether a plain unit (a weighted layer with its norm/activation, or a single layer) may go."""
+        if branch == "shortcut" or (branch == "body" and not self.body_layers):
+            return False
+        if (first and not self.first_layer) or (classifier and not self.classifier):
+            return False
+        head = specs[0]
+        if isinstance(head, ConvSpec) and max(head.stride) > 1:
+            return self.strided_conv
+        if isinstance(head, LinearSpec):
+            return self.linear
+        if isinstance(head, PoolSpec) and head.mode == "avg":
+            return self.avg_pool
+        # flatten and global pooling hold the classifier's input size together
+        return head.op not in ("flatten", AdaptivePoolSpec.op)
+
+    def block_removable(self, identity_shortcut: bool) -> bool:
+        """Whether a whole residual block may go (leaving its identity shortcut)."""
+        return identity_shortcut and self.identity_blocks
+
+
+DEFAULT_RULES = RemovalRules()

@@ -1,0 +1,339 @@
+"""Capture a teacher with ``torch.fx`` and turn its graph into a chain of layers and residual blocks.
+
+A residual block is found from the graph alone: a tensor used by exactly two branches that meet again in
+one addition. The branch that is empty (identity) or shorter is the shortcut. Anything else (concatenation,
+nested forks, data-dependent control flow) is refused with the node, its module path and its source line.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import re
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+
+from archcompress.errors import ArchcompressError
+from archcompress.space.handlers import (
+    Shape,
+    ShapeError,
+    Unsupported,
+    call_handler,
+    handler,
+    module_handler,
+)
+from archcompress.space.ir import FlattenSpec, LayerSpec
+from archcompress.space.util import eval_mode
+
+SUPPORTED = (
+    "archcompress supports a single-input forward that chains Conv1d/Conv2d, Linear, BatchNorm, activation, "
+    "pooling, dropout and flatten/view layers with residual additions (x + f(x)); concatenation, "
+    "multiplication, attention and nested residual branches are not"
+)
+_TORCH_DIR = os.path.dirname(torch.__file__)
+_RESIDUAL_ADDS = (operator.add, operator.iadd, torch.add)
+_PASS_THROUGH_METHODS = ("contiguous",)
+
+
+@dataclass(frozen=True)
+class TracedLayer:
+    """One teacher layer: its spec, the module holding its weights and its per-sample shapes."""
+
+    spec: LayerSpec
+    source: str  # teacher module path ("" for a functional op without weights)
+    node: str  # fx node name
+    name: str  # module path, or "scope:node" for a functional op
+    in_shape: Shape
+    out_shape: Shape
+
+
+@dataclass(frozen=True)
+class TracedBlock:
+    """``body(x) + shortcut(x)``; an empty shortcut is the identity."""
+
+    body: tuple[TracedLayer, ...]
+    shortcut: tuple[TracedLayer, ...]
+    node: str  # the addition's node name
+    in_shape: Shape
+    out_shape: Shape
+
+
+TracedItem = TracedLayer | TracedBlock
+
+
+class _Tracer(fx.Tracer):
+    """The default tracer (torch.nn modules are leaves) with stack traces recorded for error messages."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.record_stack_traces = True
+
+
+def trace_model(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[TracedItem, ...]:
+    """Trace ``model`` (in eval mode, restored afterwards) for per-sample ``input_shape``."""
+    with eval_mode(model):
+        tracer = _Tracer()
+        try:
+            graph = tracer.trace(model)
+        except Exception as exc:
+            raise ArchcompressError(_trace_failure(exc, tracer)) from exc
+        module = fx.GraphModule(model, graph)
+        graph.eliminate_dead_code()
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        try:
+            with torch.no_grad():
+                # batch 2 so that the batch dimension cannot be confused with a size-1 feature dimension
+                ShapeProp(module).propagate(torch.zeros(2, *input_shape, device=device))
+        except Exception as exc:
+            raise ArchcompressError(
+                f"the model fails on inputs of shape {tuple(input_shape)} ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}): pass the input shape the model was built for"
+            ) from exc
+        return _GraphReader(module).read()
+
+
+class _GraphReader:
+    """Reads a shape-propagated fx graph into :class:`TracedItem` s."""
+
+    def __init__(self, module: fx.GraphModule) -> None:
+        self.module = module
+        self.nodes = list(module.graph.nodes)
+        self.used_sources: set[str] = set()
+
+    def read(self) -> tuple[TracedItem, ...]:
+        inputs = [n for n in self.nodes if n.op == "placeholder"]
+        if len(inputs) != 1:
+            raise ArchcompressError(
+                f"the model's forward takes {len(inputs)} inputs ({', '.join(n.name for n in inputs)}): {SUPPORTED}"
+            )
+        output = next(n for n in self.nodes if n.op == "output")
+        result = output.args[0]
+        if not isinstance(result, fx.Node) or not _is_tensor(result) or len(_shape(result)) != 1:
+            raise ArchcompressError(
+                f"the model must return one logits tensor of shape (batch, classes): {_where(output)} returns "
+                f"something else; {SUPPORTED}"
+            )
+        items: list[TracedItem] = []
+        current = inputs[0]
+        while True:
+            users = _data_users(current)
+            if len(users) == 1 and users[0].op == "output":
+                return tuple(items)
+            if len(users) == 2:
+                block, current = self._block(current, users)
+                items.append(block)
+                continue
+            if len(users) != 1:
+                raise self._error(current, f"a tensor used by {len(users)} operations")
+            current = users[0]
+            if _is_residual_add(current):
+                raise self._error(current, "an addition that is not the join of two branches (e.g. x + x)")
+            layer = self._layer(current)
+            if layer is not None:
+                items.append(layer)
+
+    def _block(self, fork: fx.Node, users: list[fx.Node]) -> tuple[TracedBlock, fx.Node]:
+        """Follow both branches from ``fork`` to the one addition where they meet."""
+        branches: list[tuple[list[TracedLayer], fx.Node]] = []  # (layers, last node before the add)
+        joins: list[fx.Node] = []
+        for node in users:
+            layers: list[TracedLayer] = []
+            last = fork
+            while not _is_residual_add(node):
+                if node.op == "output":
+                    raise self._error(fork, "a tensor used by the output and by another operation")
+                layer = self._layer(node)
+                if layer is not None:
+                    layers.append(layer)
+                last = node
+                following = _data_users(node)
+                if len(following) != 1:
+                    raise self._error(node, "a fork inside a residual branch (nested residual connections)")
+                node = following[0]
+            branches.append((layers, last))
+            joins.append(node)
+        join = joins[0]
+        operands = [a for a in _tensor_args(join)]
+        if joins[0] is not joins[1] or sorted(id(a) for a in operands) != sorted(id(b[1]) for b in branches):
+            raise self._error(fork, "two branches that do not meet in one addition (nested residual connections)")
+        if "alpha" in join.kwargs:
+            raise self._error(join, "an addition with alpha")
+        # the shortcut: an empty branch (identity), else the shorter branch, else the add's second operand
+        first, second = sorted(branches, key=lambda b: operands.index(b[1]))
+        if not first[0] or (second[0] and len(first[0]) < len(second[0])):
+            first, second = second, first
+        body, shortcut = first[0], second[0]
+        if not body:
+            raise self._error(join, "an addition of a tensor to itself (x + x)")
+        block = TracedBlock(tuple(body), tuple(shortcut), join.name, _shape(fork), _shape(join))
+        return block, join
+
+    def _layer(self, node: fx.Node) -> TracedLayer | None:
+        """The layer a node computes, ``None`` for identities; checks its shapes against the traced ones."""
+        try:
+            found = self._spec(node)
+            inputs = _tensor_args(node)
+            if not _is_tensor(node) or len(inputs) != 1 or any(n.op == "get_attr" for n in inputs):
+                raise Unsupported(f"{_op_name(node, self.module)} on {len(inputs)} tensors")
+            if found is None:
+                return None
+            spec, source = found
+            in_shape, out_shape = _shape(inputs[0]), _shape(node)
+            try:
+                expected = handler(spec).out_shape(spec, in_shape)
+            except ShapeError as exc:
+                raise Unsupported(f"{_op_name(node, self.module)} ({exc})") from exc
+            if expected != out_shape:
+                raise Unsupported(
+                    f"{_op_name(node, self.module)} mapping {in_shape} to {out_shape} per sample (expected "
+                    f"{expected}; flatten/view must give (batch, -1))"
+                )
+        except Unsupported as exc:
+            raise self._error(node, str(exc)) from exc
+        return TracedLayer(spec, source, node.name, _layer_name(node), in_shape, out_shape)
+
+    def _spec(self, node: fx.Node) -> tuple[LayerSpec, str] | None:
+        """Spec and weight-holding module path of a node; ``None`` for an identity."""
+        if node.op == "call_module":
+            module = self.module.get_submodule(str(node.target))
+            if type(module) is nn.Identity:
+                return None
+            found = module_handler(module)
+            if found is None:
+                raise Unsupported(_op_name(node, self.module))
+            source = ""
+            if any(True for _ in module.parameters()) or any(True for _ in module.buffers()):
+                source = str(node.target)
+                if source in self.used_sources:
+                    raise Unsupported(f"module {source!r} called twice (shared weights)")
+                self.used_sources.add(source)
+            return found.from_module(module), source
+        if node.op in ("call_function", "call_method"):
+            if node.op == "call_method" and node.target in _PASS_THROUGH_METHODS:
+                return None
+            found = call_handler(node.op, node.target)
+            if found is None:
+                raise Unsupported(_op_name(node, self.module))
+            if any(isinstance(a, fx.Node) for a in node.args[1:]) and found.spec_type is not FlattenSpec:
+                raise Unsupported(f"{_op_name(node, self.module)} with arguments computed from tensors")
+            return found.from_call(node.target, node.args[1:], dict(node.kwargs)), ""
+        raise Unsupported(_op_name(node, self.module))
+
+    def _error(self, node: fx.Node, what: str) -> ArchcompressError:
+        return ArchcompressError(f"cannot compress this model: {what} at {_where(node)} is not supported; {SUPPORTED}")
+
+
+def _is_tensor(node: fx.Node) -> bool:
+    return isinstance(node.meta.get("tensor_meta"), TensorMetadata)
+
+
+def _shape(node: fx.Node) -> Shape:
+    """Per-sample shape (batch dimension dropped) of a tensor node."""
+    shape = tuple(int(d) for d in node.meta["tensor_meta"].shape)
+    if not shape or shape[0] != 2:
+        raise ArchcompressError(
+            f"{_where(node)} changes the batch dimension (traced shape {shape} for a batch of 2): {SUPPORTED}"
+        )
+    return shape[1:]
+
+
+def _data_users(node: fx.Node) -> list[fx.Node]:
+    """Users that consume ``node``'s values (``x.size(0)``, ``x.shape`` and ``x.dim()`` only read metadata)."""
+    return [u for u in node.users if not _reads_metadata(u)]
+
+
+def _reads_metadata(node: fx.Node) -> bool:
+    if node.op == "call_method":
+        return node.target in ("size", "dim")
+    return node.op == "call_function" and node.target is getattr and node.args[1:2] == ("shape",)
+
+
+def _tensor_args(node: fx.Node) -> list[fx.Node]:
+    """Tensor-valued node arguments (including parameters fetched with ``get_attr``), in order."""
+    found: list[fx.Node] = []
+
+    def visit(arg: fx.Node) -> fx.Node:
+        if _is_tensor(arg):
+            found.append(arg)
+        return arg
+
+    fx.node.map_arg((node.args, node.kwargs), visit)
+    return found
+
+
+def _is_residual_add(node: fx.Node) -> bool:
+    adds = (node.op == "call_function" and node.target in _RESIDUAL_ADDS) or (
+        node.op == "call_method" and node.target in ("add", "add_")
+    )
+    return adds and len(_tensor_args(node)) == 2
+
+
+def _op_name(node: fx.Node, root: nn.Module) -> str:
+    """Human description of what a node calls."""
+    if node.op == "call_module":
+        cls = type(root.get_submodule(str(node.target)))
+        return f"the module {cls.__module__}.{cls.__name__}"
+    if node.op == "call_method":
+        return f"the method .{node.target}()"
+    if node.op == "get_attr":
+        return f"the parameter {node.target}"
+    target: Any = node.target
+    module = (getattr(target, "__module__", None) or "").replace("_operator", "operator")
+    name = getattr(target, "__name__", str(target))
+    return f"the function {module + '.' if module else ''}{name}"
+
+
+def _layer_name(node: fx.Node) -> str:
+    """Module path of a module call; ``scope:node`` (or the node name at top level) for a functional op."""
+    scope = _scope(node)
+    if node.op == "call_module" or not scope:
+        return scope or node.name
+    return f"{scope}:{node.name}"
+
+
+def _scope(node: fx.Node) -> str:
+    """Path of the module whose forward issued the node ("" for the top level)."""
+    if node.op == "call_module":
+        return str(node.target)
+    stack = node.meta.get("nn_module_stack") or {}
+    return str(next(reversed(stack.values()))[0]) if stack else ""
+
+
+def _where(node: fx.Node) -> str:
+    """Node name, module path and user source line, for error messages."""
+    path = _scope(node)
+    parts = [f"node {node.name!r}", f"module {path!r}" if path else "the top-level forward"]
+    line = _user_line(node.meta.get("stack_trace") or "")
+    if line:
+        parts.append(line)
+    return ", ".join(parts)
+
+
+_FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in \S+\n\s*(?P<code>[^\n]*)')
+
+
+def _user_line(stack_trace: str) -> str:
+    """``file:line `code``` of the innermost frame outside torch in an fx stack trace."""
+    frames = [m for m in _FRAME.finditer(stack_trace) if not m["file"].startswith(_TORCH_DIR)]
+    if not frames:
+        return ""
+    last = frames[-1]
+    return f"{last['file']}:{last['line']} `{last['code'].strip()}`"
+
+
+def _trace_failure(exc: Exception, tracer: _Tracer) -> str:
+    """Message for a model that ``torch.fx`` cannot trace (typically control flow on tensor values)."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(_TORCH_DIR)]
+    location = f" at {frames[-1].filename}:{frames[-1].lineno} `{(frames[-1].line or '').strip()}`" if frames else ""
+    stack = list(tracer.module_stack.values())
+    module = f" in module {stack[-1][0]!r}" if stack and stack[-1][0] else " in the top-level forward"
+    first_line = str(exc).splitlines()[0] if str(exc) else ""
+    return (
+        f"torch.fx cannot trace this model{location}{module} ({type(exc).__name__}: {first_line}): the forward "
+        f"must not branch on tensor values or call untraceable code; {SUPPORTED}"
+    )

@@ -1,0 +1,205 @@
+"""Shared fixtures for the space tests: teachers (zoo, torchvision, hand-written) and cached spaces.
+
+Spaces are cached per test module: tracing is cheap, but building teachers like VGG-16-BN is not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from archcompress.models import create_model
+from archcompress.space import CompressionSpace
+
+# (reference, per-sample input shape); the ids double as test ids
+ZOO_CASES = [
+    ("resnet18", (3, 32, 32)),
+    ("resnet34", (3, 32, 32)),
+    ("resnet20", (3, 32, 32)),
+    ("resnet56", (3, 32, 32)),
+    ("vgg11", (1, 28, 28)),
+    ("vgg13", (3, 32, 32)),
+    ("vgg16", (1, 8, 8)),
+    ("vgg19", (3, 32, 32)),
+    ("lenet5", (1, 28, 28)),
+    ("mlp", (1, 8, 8)),
+    ("cnn1d", (1, 40)),
+]
+TORCHVISION_FAST = [
+    ("torchvision:resnet18", (3, 32, 32)),
+    ("torchvision:resnet34", (3, 32, 32)),
+    ("torchvision:resnet50", (3, 32, 32)),
+    ("torchvision:mobilenet_v2", (3, 32, 32)),
+    ("torchvision:resnet18", (3, 224, 224)),
+    ("torchvision:mobilenet_v2", (3, 224, 224)),
+]
+# big enough that a handful of builds and forwards take seconds each
+TORCHVISION_SLOW = [
+    ("torchvision:vgg11_bn", (3, 32, 32)),
+    ("torchvision:vgg16_bn", (3, 32, 32)),
+    ("torchvision:resnet34", (3, 224, 224)),
+    ("torchvision:resnet50", (3, 224, 224)),
+    ("torchvision:vgg11_bn", (3, 224, 224)),
+    ("torchvision:vgg16_bn", (3, 224, 224)),
+]
+
+
+class FunctionalNet(nn.Module):
+    """A functional forward: F.relu, a residual ``x + y``, F.max_pool2d, ``view`` and a classifier."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.conv2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.conv3 = nn.Conv2d(16, 24, 3, stride=2, padding=1)
+        self.fc = nn.Linear(24 * 8 * 8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))  # (B, 16, 32, 32)
+        y = F.relu(self.conv2(x))
+        x = x + y
+        x = F.max_pool2d(self.conv3(x), 2)  # (B, 24, 8, 8)
+        x = x.view(x.size(0), -1)
+        return self.fc(x)
+
+
+class FlattenNet(nn.Module):
+    """``torch.flatten`` and a functional residual whose shortcut is a projection."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 8, 3, padding=1)
+        self.body1 = nn.Conv2d(8, 12, 3, padding=1)
+        self.body2 = nn.Conv2d(12, 16, 3, padding=1)
+        self.proj = nn.Conv2d(8, 16, 1)
+        self.fc = nn.Linear(16 * 4 * 4, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        x = self.body2(F.relu(self.body1(x))) + self.proj(x)
+        x = F.adaptive_avg_pool2d(x, 4)
+        return self.fc(torch.flatten(x, 1))
+
+
+def sequential_net(num_classes: int = 10) -> nn.Module:
+    """A plain ``nn.Sequential`` with every layer type in order."""
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.LeakyReLU(0.2),
+        nn.AvgPool2d(2),
+        nn.Conv2d(32, 32, 3, padding=1, groups=32),  # depthwise
+        nn.BatchNorm2d(32),
+        nn.GELU(),
+        nn.Conv2d(32, 40, 3, padding=1, groups=4),  # grouped: its channels stay fixed
+        nn.SiLU(),
+        nn.Dropout2d(0.1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(0.2),
+        nn.Linear(40, 64),
+        nn.BatchNorm1d(64),
+        nn.Tanh(),
+        nn.Linear(64, num_classes),
+    )
+
+
+def sequential_1d(num_classes: int = 10) -> nn.Module:
+    """A 1-D conv net with pooling, written as ``nn.Sequential``."""
+    return nn.Sequential(
+        nn.Conv1d(1, 16, 5, padding=2),
+        nn.BatchNorm1d(16),
+        nn.ReLU(),
+        nn.MaxPool1d(2),
+        nn.Conv1d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv1d(32, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.AvgPool1d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 10, num_classes),
+    )
+
+
+USER_CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
+    "functional": (FunctionalNet, (3, 32, 32)),
+    "flatten": (FlattenNet, (1, 16, 16)),
+    "sequential": (sequential_net, (3, 16, 16)),
+    "sequential_1d": (sequential_1d, (1, 40)),
+}
+
+
+def _case_id(ref: str, shape: tuple[int, ...]) -> str:
+    return f"{ref}-{'x'.join(map(str, shape))}"
+
+
+# (reference, shape, hypothesis examples) for every supported teacher; the big ones are marked slow
+MODEL_CASES = [
+    *[pytest.param((ref, shape, 10), id=_case_id(ref, shape)) for ref, shape in ZOO_CASES],
+    *[pytest.param((name, shape, 10), id=name) for name, (_, shape) in USER_CASES.items()],
+    *[pytest.param((ref, shape, 5), id=_case_id(ref, shape)) for ref, shape in TORCHVISION_FAST],
+    *[
+        pytest.param((ref, shape, 3), id=_case_id(ref, shape), marks=pytest.mark.slow)
+        for ref, shape in TORCHVISION_SLOW
+    ],
+]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests that take ``model_case`` run once per supported teacher (like timm's registry-wide tests)."""
+    if "model_case" in metafunc.fixturenames:
+        metafunc.parametrize("model_case", MODEL_CASES)
+
+
+def _randomise_bn(model: nn.Module, seed: int) -> nn.Module:
+    """Non-trivial BN statistics and affine terms, so that copying the wrong channels would show."""
+    generator = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+            n = m.num_features
+            with torch.no_grad():
+                m.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)  # type: ignore[union-attr]
+                m.running_var.copy_(torch.rand(n, generator=generator) + 0.5)  # type: ignore[union-attr]
+                m.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=generator) * 0.1)
+    return model
+
+
+def make_teacher(ref: str, shape: tuple[int, ...]) -> nn.Module:
+    """A teacher in eval mode with seeded weights and non-trivial BN statistics."""
+    torch.manual_seed(0)
+    model = USER_CASES[ref][0]() if ref in USER_CASES else create_model(ref, shape, 10)
+    return _randomise_bn(model, 0).eval()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One torch thread: on this 2-core machine, two threads are many times slower for these small nets."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def teacher_space() -> Callable[..., tuple[nn.Module, CompressionSpace]]:
+    """``get(ref, shape, **options) -> (teacher, space)``, cached per test module (big teachers are freed after)."""
+    cache: dict[tuple[Any, ...], tuple[nn.Module, CompressionSpace]] = {}
+
+    def get(ref: str, shape: tuple[int, ...], **options: Any) -> tuple[nn.Module, CompressionSpace]:
+        key = (ref, shape, tuple(sorted(options.items())))
+        if key not in cache:
+            teacher = make_teacher(ref, shape)
+            cache[key] = (teacher, CompressionSpace.from_model(teacher, shape, **options))
+        return cache[key]
+
+    return get

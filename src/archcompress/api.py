@@ -14,9 +14,10 @@ from archcompress.checkpoint import TeacherMeta, load_teacher, save_teacher
 from archcompress.data import DataOptions, load_dataset
 from archcompress.distill import Callback, TrainConfig, TrainHistory, cross_entropy, evaluate_accuracy, fit
 from archcompress.errors import ArchcompressError
+from archcompress.evaluate import Budget, EvalContext, Evaluator, Result, ResultStore, make_executor, worker_state
 from archcompress.models import check_model_io, create_model, reference_kind
-from archcompress.runtime import resolve_device, seed_everything
-from archcompress.space import CompressionSpace
+from archcompress.runtime import cache_home, resolve_device, seed_everything
+from archcompress.space import Candidate, CompressionSpace
 
 
 def load_model_or_checkpoint(
@@ -50,6 +51,42 @@ def inspect_model(
     """The compression space's unit table and totals for a checkpoint or a model reference."""
     model, shape, _ = load_model_or_checkpoint(ref, input_shape, num_classes, model_kwargs)
     return CompressionSpace.from_model(model, shape).summary()
+
+
+def evaluate_candidate(
+    teacher: str | Path,
+    candidate: str | Candidate,
+    *,
+    dataset: str | None = None,
+    budget: Budget | None = None,
+    data: DataOptions | None = None,
+    store: str | Path | None = None,
+    device: str = "auto",
+    seed: int = 0,
+) -> Result:
+    """Distil one candidate (JSON text or ``Candidate``) from a teacher checkpoint and score it on val.
+
+    The result goes to ``store`` (default: the shared store in the cache), so asking again costs nothing.
+    """
+    loaded = load_teacher(teacher)
+    parsed = Candidate.from_json(candidate) if isinstance(candidate, str) else candidate
+    budget = budget or Budget()
+    budget.validate()
+    context = EvalContext(
+        teacher_path=str(Path(teacher).resolve()),
+        teacher_sha256=loaded.sha256,
+        dataset=dataset or loaded.meta.dataset,
+        data=data or DataOptions(),
+        budget=budget,
+        cache_dir=str(cache_home() / "logits"),
+        device=device,
+    )
+    space = worker_state(context).space
+    reason = space.check(parsed)
+    if reason is not None:
+        raise ArchcompressError(f"the candidate is not valid for this teacher: {reason}")
+    results = ResultStore(Path(store) if store else cache_home() / "store.sqlite")
+    return Evaluator(context, results, make_executor("inline"), seed=seed, method="evaluate").evaluate(parsed)
 
 
 @dataclass(frozen=True)

@@ -239,6 +239,126 @@ def inspect(
         console.print(render_summary(summary, title=model))
 
 
+@app.command()
+@handle_errors
+def compress(
+    teacher: Annotated[str | None, typer.Argument(help="Teacher checkpoint written by train-teacher.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory to create (never overwritten).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Data set [default: the teacher's].")] = None,
+    method: Annotated[str, typer.Option(help="Search method: random.")] = "random",
+    budget: Annotated[int, typer.Option(help="Number of candidate evaluations.")] = 20,
+    target: Annotated[str | None, typer.Option(help="Minimum compression, e.g. 10x (teacher/student params).")] = None,
+    preset: Annotated[
+        str, typer.Option(help="fast (inherited weights, 2 epochs) or paper (N2N code settings).")
+    ] = "fast",
+    epochs: Annotated[
+        int | None, typer.Option(help="Distillation epochs per candidate [default: from preset].")
+    ] = None,
+    subset: Annotated[int | None, typer.Option(help="Train candidates on this many samples only.")] = None,
+    loss: Annotated[str, typer.Option(help="Distillation loss: l2 (N2N) or kd (Hinton).")] = "l2",
+    final_epochs: Annotated[int, typer.Option(help="Distillation epochs for the chosen student.")] = 10,
+    executor: Annotated[str, typer.Option(help="inline, process or ray.")] = "inline",
+    workers: Annotated[int, typer.Option(help="Parallel evaluations (process/ray executors).")] = 1,
+    ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster instead of a local Ray.")] = None,
+    store: Annotated[Path | None, typer.Option(help="A result store shared between runs and methods.")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Folder with torchvision data sets.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from where it stopped.")] = False,
+    config: Annotated[Path | None, typer.Option(help="Repeat a run from its config.yaml.")] = None,
+) -> None:
+    """Search for a smaller student, distil it, test it once, and write the run directory."""
+    from dataclasses import replace
+
+    from archcompress.compress import run_compression
+    from archcompress.config import CompressConfig, parse_target
+    from archcompress.data import DataOptions
+    from archcompress.evaluate import Budget
+    from archcompress.progress import SearchProgress
+
+    if resume:
+        if out is None:
+            raise ArchcompressError("--resume needs --out RUN_DIR: the run directory to continue")
+        settings = CompressConfig.from_yaml(out / "config.yaml") if (out / "config.yaml").is_file() else None
+        if settings is None:
+            raise ArchcompressError(f"--resume {out}: no config.yaml there, so it is not a run directory to continue")
+    elif config is not None:
+        settings = CompressConfig.from_yaml(config)
+        if out is not None:
+            settings = replace(settings, out=str(out))
+    else:
+        if teacher is None or out is None:
+            raise ArchcompressError("give a TEACHER checkpoint and --out RUN_DIR (or --config / --resume)")
+        candidate = Budget.paper() if preset == "paper" else Budget()
+        candidate = replace(candidate, loss=loss, subset=subset)  # type: ignore[arg-type]
+        if epochs is not None:
+            candidate = replace(candidate, epochs=epochs)
+        settings = CompressConfig(
+            teacher=teacher, out=str(out), dataset=dataset, method=method, budget=budget,
+            target=parse_target(target), preset=preset, seed=seed, device=device, executor=executor,
+            workers=workers, ray_address=ray_address, final_epochs=final_epochs,
+            store=str(store) if store else None, data=DataOptions(data_root=data_root), candidate=candidate,
+        )  # fmt: skip
+    settings.validate()
+    with SearchProgress(f"{settings.method} search", settings.budget, err_console) as bar:
+
+        def on_progress(done: int, result: Any) -> None:
+            accuracy = f"{result.val_accuracy:.2%}" if result.val_accuracy is not None else result.status
+            size = f"{result.params:,} params" if result.params else ""
+            bar.update(done, f"last: {accuracy} {size}")
+
+        outcome = run_compression(settings, resume=resume, on_progress=on_progress)
+    report = outcome.report
+    student, teacher_info = report["student"], report["teacher"]
+    console.print(
+        f"student: test accuracy {student['test_accuracy']:.2%} (teacher {teacher_info['test_accuracy']:.2%}), "
+        f"{student['params']:,} params ({report['compression']['params']:.1f}x fewer), "
+        f"{report['compression']['macs']:.1f}x fewer MACs"
+    )
+    if report["target"]["ratio"] and not report["target"]["met"]:
+        err_console.print(f"[yellow]warning:[/] no candidate reached the {report['target']['ratio']:g}x target")
+    console.print(f"run directory: {outcome.run_dir}  (student in {outcome.run_dir / 'student'}, report.json)")
+
+
+@app.command()
+@handle_errors
+def evaluate(
+    teacher: Annotated[str, typer.Argument(help="Teacher checkpoint written by train-teacher.")],
+    candidate: Annotated[Path, typer.Option(help="Candidate JSON file (keep, ratios, kernel_ratios).")],
+    dataset: Annotated[str | None, typer.Option(help="Data set [default: the teacher's].")] = None,
+    epochs: Annotated[int, typer.Option(help="Distillation epochs.")] = 2,
+    loss: Annotated[str, typer.Option(help="l2 or kd.")] = "l2",
+    preset: Annotated[str, typer.Option(help="fast or paper.")] = "fast",
+    store: Annotated[Path | None, typer.Option(help="Result store [default: the shared one in the cache].")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Folder with torchvision data sets.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Distil and score one candidate student (results are stored: a second call costs no training)."""
+    from dataclasses import replace
+
+    from archcompress.api import evaluate_candidate
+    from archcompress.data import DataOptions
+    from archcompress.evaluate import Budget
+
+    try:
+        text = candidate.read_text()
+    except OSError as exc:
+        raise ArchcompressError(f"cannot read --candidate {candidate} ({exc}): check the path") from exc
+    budget = replace(Budget.paper() if preset == "paper" else Budget(), epochs=epochs, loss=loss)  # type: ignore[arg-type]
+    result = evaluate_candidate(
+        teacher, text, dataset=dataset, budget=budget, data=DataOptions(data_root=data_root), store=store,
+        device=device, seed=seed,
+    )  # fmt: skip
+    accuracy = f"{result.val_accuracy:.2%}" if result.val_accuracy is not None else "-"
+    seconds = f"{result.train_seconds:.1f}s" if result.train_seconds is not None else "-"
+    console.print(
+        f"candidate {result.candidate_hash}: {result.status}, val accuracy {accuracy}, "
+        f"{result.params or 0:,} params, {result.macs or 0:,} MACs, trained in {seconds}"
+        + (" (from the store, not retrained)" if result.from_store else "")
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
     sys.exit(app())

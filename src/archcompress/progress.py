@@ -54,3 +54,39 @@ class TrainingProgress:
 
     def on_train_end(self) -> None:
         self._progress.stop()
+
+
+class SearchProgress:
+    """A progress bar over candidate evaluations with the last candidate's accuracy and size."""
+
+    def __init__(self, description: str, total: int, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=self.console,
+        )
+        self._task = self._progress.add_task(description, total=total, status="")
+        self._started = False
+
+    def __enter__(self) -> SearchProgress:
+        return self  # the bar appears with the first result, so early input errors print alone
+
+    def __exit__(self, *exc: object) -> None:
+        if self._started:
+            self._progress.stop()
+
+    def update(self, done: int, last: str) -> None:
+        """Set the number of finished evaluations and describe the last one."""
+        self._started = True
+        self._progress.start()  # idempotent
+        self._progress.update(self._task, completed=done, status=last)
+
+    def print(self, text: str) -> None:
+        """Print a line above the bar."""
+        self._progress.console.print(text, highlight=False)

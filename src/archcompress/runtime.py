@@ -40,6 +40,12 @@ def resolve_device(name: str) -> torch.device:
     raise ArchcompressError(f"unknown device {name!r}: use one of {', '.join(DEVICE_CHOICES)} or cuda:N")
 
 
+def cache_home() -> Path:
+    """Where shared caches live (teacher logits, the shared result store): ``$ARCHCOMPRESS_HOME`` or
+    ``~/.cache/archcompress``."""
+    return Path(os.environ.get("ARCHCOMPRESS_HOME") or Path.home() / ".cache" / "archcompress")
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path`` and rename it over ``path`` only if the block succeeds.
@@ -49,6 +55,9 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[A
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle

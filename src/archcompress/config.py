@@ -1,0 +1,134 @@
+"""The resolved settings of a compression run: frozen dataclasses, YAML in and out.
+
+Each component owns its defaults (``DataOptions``, ``Budget``, ``SpaceOptions``); ``CompressConfig`` only
+composes them, so ``config.yaml`` in a run directory lists every setting, defaults included, and
+``archcompress compress --config RUN/config.yaml`` repeats the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from archcompress.data import DataOptions
+from archcompress.errors import ArchcompressError
+from archcompress.evaluate import EXECUTORS, Budget, SpaceOptions
+
+METHODS = ("random",)
+PRESETS = ("fast", "paper")
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    """Every setting of one ``archcompress compress`` run."""
+
+    teacher: str
+    out: str
+    dataset: str | None = None  # None: the data set the teacher was trained on
+    method: str = "random"
+    budget: int = 20  # candidate evaluations
+    target: float | None = None  # minimum compression ratio (teacher params / student params)
+    preset: str = "fast"
+    seed: int = 0
+    device: str = "auto"
+    executor: str = "inline"
+    workers: int = 1
+    ray_address: str | None = None
+    final_epochs: int = 10
+    store: str | None = None  # a shared result store; None: RUN/store.sqlite
+    data: DataOptions = field(default_factory=DataOptions)
+    candidate: Budget = field(default_factory=Budget)
+    space: SpaceOptions = field(default_factory=SpaceOptions)
+
+    def validate(self) -> None:
+        """Reject impossible settings with a message that names the option."""
+        if self.method not in METHODS:
+            raise ArchcompressError(f"--method {self.method!r} is not available: use one of {', '.join(METHODS)}")
+        if self.budget < 1:
+            raise ArchcompressError(f"--budget must be at least 1 candidate evaluation, got {self.budget}")
+        if self.final_epochs < 1:
+            raise ArchcompressError(f"--final-epochs must be at least 1, got {self.final_epochs}")
+        if self.target is not None and self.target <= 1:
+            raise ArchcompressError(f"--target must be a compression ratio above 1 (e.g. 10x), got {self.target}")
+        if self.executor not in EXECUTORS:
+            raise ArchcompressError(f"--executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
+        if self.workers < 1:
+            raise ArchcompressError(f"--workers must be at least 1, got {self.workers}")
+        if self.preset not in PRESETS:
+            raise ArchcompressError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        self.candidate.validate()
+
+    def to_yaml(self) -> str:
+        """Every setting as YAML (paths as strings)."""
+        return yaml.safe_dump(_plain(dataclasses.asdict(self)), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> CompressConfig:
+        """Read a config written by :meth:`to_yaml` (or written by hand with a subset of the keys)."""
+        try:
+            raw = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ArchcompressError(f"cannot read config {path} ({exc}): check the file") from exc
+        if not isinstance(raw, dict):
+            raise ArchcompressError(f"config {path} must be a YAML mapping of settings")
+        return _build(cls, raw, str(path))
+
+
+def parse_target(text: str | None) -> float | None:
+    """``"10x"``, ``"10"`` or ``"10.5x"`` -> 10.0."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*[xX]?\s*", text)
+    if not match:
+        raise ArchcompressError(f"--target {text!r} is not a compression ratio: write it like 10x")
+    return float(match.group(1))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _build(cls: Any, raw: dict[str, Any], where: str) -> Any:
+    """Construct a (nested) frozen dataclass from a mapping, naming unknown or mistyped keys."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        raise ArchcompressError(
+            f"config {where}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(fields))})"
+        )
+    values = {}
+    for name, value in raw.items():
+        hint = hints[name]
+        nested = next((t for t in _members(hint) if dataclasses.is_dataclass(t)), None)
+        if nested is not None and isinstance(value, dict):
+            values[name] = _build(nested, value, f"{where}:{name}")
+        elif Path in _members(hint) and value is not None:
+            values[name] = Path(value)
+        elif tuple in {typing.get_origin(t) for t in _members(hint)} and isinstance(value, list):
+            values[name] = tuple(value)
+        else:
+            values[name] = value
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ArchcompressError(f"config {where}: {exc}") from exc
+
+
+def _members(hint: Any) -> tuple[Any, ...]:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return typing.get_args(hint)
+    return (hint,)

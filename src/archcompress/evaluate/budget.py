@@ -1,0 +1,74 @@
+"""The training budget of one candidate evaluation, and its canonical key in the result store."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from archcompress.distill import DistillLoss, TrainConfig
+from archcompress.distill.trainer import Optimizer, Schedule
+from archcompress.errors import ArchcompressError
+
+Init = Literal["inherit", "scratch"]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How a candidate student is trained before its val accuracy is measured.
+
+    Defaults are the ``fast`` preset (inherited weights, 2 epochs); ``Budget.paper()`` gives the N2N code's
+    settings (fresh init, 5 epochs of Adam at 5e-4, weight decay 5e-4).
+    """
+
+    epochs: int = 2
+    max_steps: int | None = None
+    subset: int | None = None  # train on this many (class-stratified) training samples; None = all
+    loss: DistillLoss = "l2"
+    hard_weight: float = 0.0
+    temperature: float = 4.0
+    alpha: float = 0.9
+    optimizer: Optimizer = "adam"
+    lr: float = 5e-4
+    weight_decay: float = 5e-4
+    schedule: Schedule = "cosine"
+    batch_size: int = 64
+    init: Init = "inherit"
+    augment: bool = False  # on: the teacher runs live every step instead of from the logit cache
+
+    @classmethod
+    def paper(cls, batch_size: int = 64) -> Budget:
+        """[N2N code] per-candidate training: fresh init, 5 epochs, Adam 5e-4, wd 5e-4, constant lr."""
+        return cls(epochs=5, init="scratch", schedule="none", batch_size=batch_size)
+
+    def validate(self) -> None:
+        """Reject budgets that cannot train."""
+        if self.epochs < 1:
+            raise ArchcompressError(f"candidate training needs at least 1 epoch, got {self.epochs}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ArchcompressError(f"--max-steps must be positive, got {self.max_steps}")
+        if self.subset is not None and self.subset < 1:
+            raise ArchcompressError(f"--subset must be positive, got {self.subset}")
+        if self.loss not in ("l2", "kd"):
+            raise ArchcompressError(f"--loss must be l2 or kd, got {self.loss!r}")
+        if self.init not in ("inherit", "scratch"):
+            raise ArchcompressError(f"--init must be inherit or scratch, got {self.init!r}")
+        self.train_config(seed=0).validate()
+
+    def key(self) -> str:
+        """Canonical text of every field: equal budgets, equal keys (the store's ``budget`` column)."""
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    def train_config(self, seed: int) -> TrainConfig:
+        """The trainer settings for one evaluation."""
+        return TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            optimizer=self.optimizer,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            schedule=self.schedule,
+            augment=self.augment,
+            seed=seed,
+            max_steps=self.max_steps,
+        )

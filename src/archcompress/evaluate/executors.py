@@ -1,0 +1,187 @@
+"""Executors run evaluation jobs: ``inline`` (this process), ``process`` (a local pool), ``ray`` (a cluster).
+
+All share one interface, ``run(context, jobs)``, yielding ``(job index, outcome)`` as jobs finish. A worker
+that crashes or is killed fails only its own task, which is retried once; the search goes on.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Protocol
+
+import torch
+
+from archcompress.errors import ArchcompressError, first_line
+from archcompress.evaluate.worker import EvalContext, EvalOutcome, run_job
+
+Job = tuple[dict[str, Any], int]  # (candidate dict, seed)
+EXECUTORS = ("inline", "process", "ray")
+MAX_ATTEMPTS = 2  # a task whose worker dies is retried once
+
+
+class Executor(Protocol):
+    """Runs evaluation jobs and yields ``(job index, outcome)`` in completion order."""
+
+    name: str
+
+    def run(self, context: EvalContext, jobs: Sequence[Job]) -> Iterator[tuple[int, EvalOutcome]]: ...
+
+    def close(self) -> None: ...
+
+
+def safe_run_job(context: EvalContext, candidate: dict[str, Any], seed: int, logits: Any = None) -> EvalOutcome:
+    """``run_job`` that turns an unexpected error into a failed outcome instead of losing the worker."""
+    try:
+        return run_job(context, candidate, seed, logits)
+    except Exception as exc:  # a bug or bad input in one evaluation must not stop the search
+        return EvalOutcome(status=f"failed: {type(exc).__name__}: {first_line(exc)}")
+
+
+class InlineExecutor:
+    """Evaluate in the calling process, one job after another (deterministic; easiest to debug)."""
+
+    name = "inline"
+
+    def run(self, context: EvalContext, jobs: Sequence[Job]) -> Iterator[tuple[int, EvalOutcome]]:
+        for index, (candidate, seed) in enumerate(jobs):
+            yield index, safe_run_job(context, candidate, seed)
+
+    def close(self) -> None:
+        pass
+
+
+def _init_process_worker(threads: int) -> None:
+    torch.set_num_threads(threads)  # so that N workers on N cores do not oversubscribe them
+
+
+class ProcessExecutor:
+    """A local pool of worker processes; each loads teacher, data and logits once and keeps them."""
+
+    name = "process"
+
+    def __init__(self, workers: int, threads_per_worker: int | None = None) -> None:
+        if workers < 1:
+            raise ArchcompressError(f"--workers must be at least 1, got {workers}")
+        self.workers = workers
+        self.threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _get_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),  # fork + torch threads can deadlock
+                initializer=_init_process_worker,
+                initargs=(self.threads,),
+            )
+        return self._pool
+
+    def _discard_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def run(self, context: EvalContext, jobs: Sequence[Job]) -> Iterator[tuple[int, EvalOutcome]]:
+        attempts = [0] * len(jobs)
+        pending = deque(range(len(jobs)))
+        in_flight: dict[Future[EvalOutcome], int] = {}
+        while pending or in_flight:
+            while pending:
+                index = pending.popleft()
+                attempts[index] += 1
+                candidate, seed = jobs[index]
+                in_flight[self._get_pool().submit(safe_run_job, context, candidate, seed)] = index
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in done:
+                index = in_flight.pop(future)
+                try:
+                    yield index, future.result()
+                except BrokenProcessPool as exc:
+                    # A worker died (killed, out of memory, segfault); every task in flight fails with it.
+                    self._discard_pool()
+                    if attempts[index] < MAX_ATTEMPTS:
+                        pending.append(index)
+                    else:
+                        yield index, EvalOutcome(status=f"failed: worker died twice ({first_line(exc)})")
+
+    def close(self) -> None:
+        self._discard_pool()
+
+
+def _ray_job(context: EvalContext, candidate: dict[str, Any], seed: int, logits: Any, threads: int) -> EvalOutcome:
+    torch.set_num_threads(threads)
+    return safe_run_job(context, candidate, seed, logits)
+
+
+class RayExecutor:
+    """Ray tasks on a local Ray (started on demand) or an existing cluster (``address``).
+
+    The context and the teacher's training logits are put in Ray's object store once per ``run`` and
+    shared by all tasks; Ray retries a task once when its worker dies.
+    """
+
+    name = "ray"
+
+    def __init__(self, workers: int, address: str | None = None, threads_per_worker: int = 1) -> None:
+        try:
+            import ray
+        except ImportError as exc:
+            raise ArchcompressError(
+                "the ray executor needs Ray: pip install 'archcompress[ray]' (or use --executor process)"
+            ) from exc
+        self._ray = ray
+        self.workers = workers
+        self.threads = threads_per_worker
+        self._started_here = False
+        if not ray.is_initialized():
+            try:
+                if address:
+                    ray.init(address=address, log_to_driver=False)
+                else:
+                    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+            except Exception as exc:
+                target = f"the Ray cluster at {address}" if address else "a local Ray instance"
+                raise ArchcompressError(f"could not connect to {target} ({first_line(exc)})") from exc
+            self._started_here = True
+        self._remote = ray.remote(num_cpus=1, max_retries=MAX_ATTEMPTS - 1)(_ray_job)
+
+    def run(self, context: EvalContext, jobs: Sequence[Job]) -> Iterator[tuple[int, EvalOutcome]]:
+        ray = self._ray
+        from archcompress.evaluate.worker import worker_state
+
+        logits = getattr(worker_state(context).targets, "logits", None)  # set up here once; shipped once
+        context_ref, logits_ref = ray.put(context), ray.put(logits)
+        refs = {
+            self._remote.remote(context_ref, candidate, seed, logits_ref, self.threads): index
+            for index, (candidate, seed) in enumerate(jobs)
+        }
+        while refs:
+            done, _ = ray.wait(list(refs), num_returns=1)
+            for ref in done:
+                index = refs.pop(ref)
+                try:
+                    yield index, ray.get(ref)
+                except ray.exceptions.RayError as exc:
+                    yield index, EvalOutcome(status=f"failed: ray task lost twice ({first_line(exc)})")
+
+    def close(self) -> None:
+        if self._started_here and self._ray.is_initialized():
+            self._ray.shutdown()
+
+
+def make_executor(
+    name: str, workers: int = 1, ray_address: str | None = None, threads_per_worker: int | None = None
+) -> Executor:
+    """Create an executor by name."""
+    if name == "inline":
+        return InlineExecutor()
+    if name == "process":
+        return ProcessExecutor(workers, threads_per_worker)
+    if name == "ray":
+        return RayExecutor(workers, ray_address, threads_per_worker or 1)
+    raise ArchcompressError(f"unknown executor {name!r}: use one of {', '.join(EXECUTORS)}")

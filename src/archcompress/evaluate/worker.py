@@ -1,0 +1,182 @@
+"""What runs inside an executor: set up once per process, then train and score one candidate per job.
+
+Jobs are plain picklable data (an ``EvalContext`` plus a candidate dict and a seed), so the inline, process
+and Ray executors run exactly the same function.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from archcompress.checkpoint import Teacher, load_teacher
+from archcompress.data import DataOptions, DataSplits, Split, TensorSplit, load_dataset, stratified_holdout
+from archcompress.distill import (
+    CachedLogits,
+    LiveTeacher,
+    TeacherTargets,
+    TrainingDiverged,
+    cached_teacher_logits,
+    evaluate_accuracy,
+    fit,
+    make_distill_loss,
+    split_key,
+)
+from archcompress.errors import first_line
+from archcompress.evaluate.budget import Budget
+from archcompress.runtime import resolve_device, seed_everything
+from archcompress.space import DEFAULT_MIN_CHANNELS, DEFAULT_RATIOS, Candidate, CompressionSpace
+
+
+@dataclass(frozen=True)
+class SpaceOptions:
+    """How the compression space is derived from the teacher."""
+
+    ratios: tuple[float, ...] = DEFAULT_RATIOS
+    kernel_ratios: tuple[float, ...] | None = None
+    min_channels: int = DEFAULT_MIN_CHANNELS
+
+
+@dataclass(frozen=True)
+class EvalContext:
+    """Everything a worker needs to evaluate candidates of one search (shared by all its jobs)."""
+
+    teacher_path: str
+    teacher_sha256: str
+    dataset: str
+    data: DataOptions
+    budget: Budget
+    cache_dir: str
+    device: str = "cpu"
+    space: SpaceOptions = field(default_factory=SpaceOptions)
+
+    def fingerprint(self) -> str:
+        """Identifies the set-up work (teacher, data, space, budget) a worker can reuse between jobs."""
+        text = json.dumps(asdict(self), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class EvalOutcome:
+    """What one evaluation produced (before it is stored)."""
+
+    status: str  # ok | invalid | diverged | failed: reason
+    val_accuracy: float | None = None
+    params: int | None = None
+    macs: int | None = None
+    train_seconds: float | None = None
+    inherited_layers: int | None = None
+    fresh_layers: int | None = None
+
+
+@dataclass
+class WorkerState:
+    """Per-process set-up: teacher, data splits, space and the teacher targets for training."""
+
+    context: EvalContext
+    teacher: Teacher
+    splits: DataSplits
+    train: Split
+    space: CompressionSpace
+    targets: TeacherTargets
+    device: torch.device
+
+
+# One entry per context fingerprint: a worker process loads the teacher, the data and the logits once.
+_STATES: dict[str, WorkerState] = {}
+
+
+def worker_state(context: EvalContext, logits: torch.Tensor | None = None) -> WorkerState:
+    """The set-up for ``context`` in this process, built on first use.
+
+    ``logits`` (the teacher's training-set logits) may be passed in, e.g. from Ray's object store;
+    otherwise they come from the on-disk cache (computed there if missing).
+    """
+    key = context.fingerprint()
+    if key in _STATES:
+        return _STATES[key]
+    device = resolve_device(context.device)
+    teacher = load_teacher(context.teacher_path)
+    splits = load_dataset(context.dataset, context.data)
+    space = CompressionSpace.from_model(
+        teacher.model,
+        teacher.meta.input_shape,
+        ratios=context.space.ratios,
+        kernel_ratios=context.space.kernel_ratios,
+        min_channels=context.space.min_channels,
+    )
+    train: Split = splits.train
+    budget = context.budget
+    targets: TeacherTargets
+    if budget.augment:
+        targets = LiveTeacher(teacher.model.to(device))
+        if budget.subset is not None:
+            train = _subset(train, budget.subset)[0]
+    else:
+        if logits is None:
+            logits = training_logits(context, teacher, splits, device)
+        if budget.subset is not None:
+            train, index = _subset(train, budget.subset)
+            logits = logits[index]
+        targets = CachedLogits(logits)
+    state = WorkerState(context, teacher, splits, train, space, targets, device)
+    _STATES[key] = state
+    return state
+
+
+def training_logits(context: EvalContext, teacher: Teacher, splits: DataSplits, device: torch.device) -> torch.Tensor:
+    """The teacher's logits for the whole (un-augmented) training split, from the on-disk cache."""
+    options = context.data
+    split_options: dict[str, object] = {
+        "val_fraction": options.val_fraction,
+        "split_seed": options.split_seed,
+        "image_size": options.image_size,
+    }
+    key = split_key(context.teacher_sha256, context.dataset, splits.train, split_options)
+    return cached_teacher_logits(teacher.model, splits.train, Path(context.cache_dir), key, device)
+
+
+def _subset(split: Split, size: int) -> tuple[Split, torch.Tensor]:
+    """A fixed, class-stratified subset of ``size`` samples (seed 0), and its indices in ``split``."""
+    if not isinstance(split, TensorSplit) or size >= len(split):
+        return split, torch.arange(len(split))
+    _, held = stratified_holdout(split.labels().numpy(), size / len(split), seed=0)
+    index = torch.as_tensor(held, dtype=torch.long)
+    return split.subset(index), index
+
+
+def run_job(
+    context: EvalContext, candidate: dict[str, Any], seed: int, logits: torch.Tensor | None = None
+) -> EvalOutcome:
+    """Build, distil and score one candidate. Never raises for a bad candidate: the outcome says why."""
+    state = worker_state(context, logits)
+    space = state.space
+    parsed = Candidate.from_dict(candidate)
+    if space.check(parsed) is not None:
+        return EvalOutcome(status="invalid")
+    seed_everything(seed)
+    try:
+        built = space.build(parsed, inherit=context.budget.init == "inherit")
+    except Exception as exc:  # a student that cannot be built is recorded, the search goes on
+        return EvalOutcome(status=f"failed: build: {type(exc).__name__}: {first_line(exc)}")
+    outcome = {"params": built.params, "macs": built.macs, "inherited_layers": built.inherited,
+               "fresh_layers": built.fresh}  # fmt: skip
+    budget = context.budget
+    loss = make_distill_loss(
+        budget.loss, state.targets, hard_weight=budget.hard_weight, temperature=budget.temperature, alpha=budget.alpha
+    )
+    started = time.perf_counter()
+    try:
+        fit(built.module, state.train, None, loss, budget.train_config(seed), state.device)
+        accuracy = evaluate_accuracy(built.module, state.splits.val, state.device)
+    except TrainingDiverged:
+        return EvalOutcome(status="diverged", train_seconds=time.perf_counter() - started, **outcome)
+    except (MemoryError, torch.OutOfMemoryError) as exc:
+        return EvalOutcome(status=f"failed: out of memory ({first_line(exc)})", **outcome)
+    return EvalOutcome(status="ok", val_accuracy=accuracy, train_seconds=time.perf_counter() - started, **outcome)

@@ -1,0 +1,79 @@
+"""The run directory: created once, locked while a run uses it, never overwritten without ``--resume``."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+from pathlib import Path
+from typing import IO, Any
+
+from archcompress.errors import ArchcompressError
+from archcompress.runtime import atomic_write_text
+
+CONFIG_FILE = "config.yaml"
+STORE_FILE = "store.sqlite"
+STUDENT_DIR = "student"
+REPORT_FILE = "report.json"
+LOG_FILE = "log.txt"
+LOCK_FILE = ".lock"
+
+
+class RunDir:
+    """A run directory held by this process (an exclusive lock file guards against a second run)."""
+
+    def __init__(self, path: str | Path, *, resume: bool) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not resume:
+            raise ArchcompressError(
+                f"--out {self.path} already exists: pass --resume to continue that run, or choose a new --out "
+                "(an existing run directory is never overwritten)"
+            )
+        if resume and not (self.path / CONFIG_FILE).is_file():
+            raise ArchcompressError(
+                f"--resume {self.path}: no {CONFIG_FILE} there, so it is not a run directory to continue"
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock: IO[str] | None = open(self.path / LOCK_FILE, "w")  # noqa: SIM115  held until close()
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            self._lock = None
+            raise ArchcompressError(
+                f"{self.path} is in use by another archcompress run (lock file {LOCK_FILE}): wait for it to "
+                "finish or use another --out"
+            ) from None
+        self._lock.write(str(os.getpid()))
+        self._lock.flush()
+        self._log_handler = logging.FileHandler(self.path / LOG_FILE)
+        self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger = logging.getLogger("archcompress")
+        logger.setLevel(logging.INFO)
+        logger.addHandler(self._log_handler)
+
+    def file(self, name: str) -> Path:
+        """A path inside the run directory."""
+        return self.path / name
+
+    def write_json(self, name: str, data: dict[str, Any]) -> Path:
+        """Write ``name`` atomically as indented JSON."""
+        target = self.file(name)
+        atomic_write_text(target, json.dumps(data, indent=1) + "\n")
+        return target
+
+    def close(self) -> None:
+        """Release the lock and the log file."""
+        logging.getLogger("archcompress").removeHandler(self._log_handler)
+        self._log_handler.close()
+        if self._lock is not None:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+            self._lock = None
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -5,17 +5,21 @@ The curated public API; everything else is reachable through its subpackage.
 
 __version__ = "0.1.0"
 
-from archcompress.api import TeacherTrainingResult, train_teacher
+from archcompress.api import TeacherTrainingResult, compress, evaluate_candidate, train_teacher
 from archcompress.checkpoint import Teacher, TeacherMeta, load_teacher
+from archcompress.compress import CompressionResult
 from archcompress.data import DataOptions, load_dataset
 from archcompress.distill import TrainConfig
 from archcompress.errors import ArchcompressError
+from archcompress.evaluate import Budget
 from archcompress.models import create_model
 from archcompress.space import Candidate, CompressionSpace, load_student, save_student
 
 __all__ = [
     "ArchcompressError",
+    "Budget",
     "Candidate",
+    "CompressionResult",
     "CompressionSpace",
     "DataOptions",
     "Teacher",
@@ -23,7 +27,9 @@ __all__ = [
     "TeacherTrainingResult",
     "TrainConfig",
     "__version__",
+    "compress",
     "create_model",
+    "evaluate_candidate",
     "load_dataset",
     "load_student",
     "load_teacher",

@@ -11,6 +11,8 @@ from torch import nn
 
 from archcompress import __version__
 from archcompress.checkpoint import TeacherMeta, load_teacher, save_teacher
+from archcompress.compress import CompressionResult, run_compression
+from archcompress.config import CompressConfig
 from archcompress.data import DataOptions, load_dataset
 from archcompress.distill import Callback, TrainConfig, TrainHistory, cross_entropy, evaluate_accuracy, fit
 from archcompress.errors import ArchcompressError
@@ -51,6 +53,27 @@ def inspect_model(
     """The compression space's unit table and totals for a checkpoint or a model reference."""
     model, shape, _ = load_model_or_checkpoint(ref, input_shape, num_classes, model_kwargs)
     return CompressionSpace.from_model(model, shape).summary()
+
+
+def compress(
+    teacher: str | Path,
+    out: str | Path,
+    *,
+    dataset: str | None = None,
+    method: str = "random",
+    resume: bool = False,
+    **options: Any,
+) -> CompressionResult:
+    """Search ``teacher``'s space for a smaller student, distil it, test it once; write the run directory.
+
+    ``options`` are the fields of :class:`archcompress.config.CompressConfig` (``budget``, ``target``,
+    ``candidate=Budget(...)``, ``executor``, ``workers``, ``final_epochs``, ``seed``, ...).
+    """
+    try:
+        config = CompressConfig(teacher=str(teacher), out=str(out), dataset=dataset, method=method, **options)
+    except TypeError as exc:
+        raise ArchcompressError(f"compress() got an unknown option: {exc}") from exc
+    return run_compression(config, resume=resume)
 
 
 def evaluate_candidate(

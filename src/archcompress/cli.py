@@ -282,6 +282,7 @@ def compress(
         settings = CompressConfig.from_yaml(out / "config.yaml") if (out / "config.yaml").is_file() else None
         if settings is None:
             raise ArchcompressError(f"--resume {out}: no config.yaml there, so it is not a run directory to continue")
+        settings = replace(settings, out=str(out))  # the directory given, even if the run was moved since
     elif config is not None:
         settings = CompressConfig.from_yaml(config)
         if out is not None:

@@ -90,9 +90,14 @@ def run_compression(
     state = worker_state(context)  # also fills the teacher-logit cache before workers start
     space = state.space
     _check_target_reachable(space, config.target)
+    shared = ResultStore(Path(config.store)) if config.store else None  # refuses a corrupt or foreign file
     executor = make_executor(config.executor, config.workers, config.ray_address)
-
-    with RunDir(config.out, resume=resume) as run:
+    try:
+        run = RunDir(config.out, resume=resume)
+    except BaseException:
+        executor.close()  # e.g. a local Ray started for this run
+        raise
+    with run:
         if resume:
             log.info("resuming %s", run.path)
         atomic_write_text(run.file(CONFIG_FILE), config.to_yaml())
@@ -101,7 +106,6 @@ def run_compression(
         log.info("teacher %s: val accuracy %.4f, %d params; %r", config.teacher, teacher_val, teacher_params, space)
 
         store = ResultStore(run.file(STORE_FILE))
-        shared = ResultStore(Path(config.store)) if config.store else None
         try:
             evaluator = Evaluator(
                 context, store, executor, seed=config.seed, method=config.method, space=space, shared_store=shared

@@ -113,6 +113,9 @@ def _build(cls: Any, raw: dict[str, Any], where: str) -> Any:
     values = {}
     for name, value in raw.items():
         hint = hints[name]
+        if not _fits(hint, value):
+            number = " (YAML reads 1e-3 as text: write 1.0e-3)" if _is_number_text(value) else ""
+            raise ArchcompressError(f"config {where}: setting {name} must be {_describe(hint)}, got {value!r}{number}")
         nested = next((t for t in _members(hint) if dataclasses.is_dataclass(t)), None)
         if nested is not None and isinstance(value, dict):
             values[name] = _build(nested, value, f"{where}:{name}")
@@ -126,6 +129,63 @@ def _build(cls: Any, raw: dict[str, Any], where: str) -> Any:
         return cls(**values)
     except TypeError as exc:
         raise ArchcompressError(f"config {where}: {exc}") from exc
+
+
+def _fits(hint: Any, value: Any) -> bool:
+    """Whether a value read from YAML has the type of ``hint`` (ranges are checked by ``validate``)."""
+    for member in _members(hint):
+        origin = typing.get_origin(member)
+        if member is Any:
+            fits = True
+        elif member is type(None):
+            fits = value is None
+        elif origin is typing.Literal:
+            fits = any(type(value) is type(arg) for arg in typing.get_args(member))
+        elif origin is tuple:
+            item = typing.get_args(member)[0] if typing.get_args(member) else Any
+            fits = isinstance(value, list | tuple) and all(_fits(item, v) for v in value)
+        elif member is float:
+            fits = isinstance(value, int | float) and not isinstance(value, bool)
+        elif member is int:
+            fits = isinstance(value, int) and not isinstance(value, bool)
+        elif dataclasses.is_dataclass(member):
+            fits = isinstance(value, dict)
+        elif member is Path:
+            fits = isinstance(value, str | Path)
+        elif isinstance(member, type):
+            fits = isinstance(value, member)
+        else:
+            fits = True
+        if fits:
+            return True
+    return False
+
+
+def _describe(hint: Any) -> str:
+    names = []
+    for member in _members(hint):
+        if member is type(None):
+            names.append("null")
+        elif typing.get_origin(member) is typing.Literal:
+            names.append(" or ".join(repr(arg) for arg in typing.get_args(member)))
+        elif typing.get_origin(member) is tuple:
+            names.append("a list of numbers")
+        elif dataclasses.is_dataclass(member):
+            names.append("a mapping of settings")
+        else:
+            names.append(getattr(member, "__name__", str(member)))
+    return " or ".join(names)
+
+
+def _is_number_text(value: Any) -> bool:
+    """Text such as ``1e-3``, which YAML 1.1 reads as a string, not a number."""
+    if not isinstance(value, str) or "e" not in value.lower():
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _members(hint: Any) -> tuple[Any, ...]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from archcompress.evaluate.executors import Executor, Job
 from archcompress.evaluate.store import ResultKey, ResultStore, StoredResult
@@ -105,7 +105,10 @@ class Evaluator:
             known[result.candidate_hash] = result
             if on_result:
                 on_result(result)
-        return [known[digest] for digest in hashes]
+        # Each position gets its own candidate back (a duplicate may be spelled differently from the first).
+        return [
+            replace(known[digest], candidate=candidate) for candidate, digest in zip(candidates, hashes, strict=True)
+        ]
 
     def _lookup(self, key: ResultKey) -> StoredResult | None:
         stored = self.store.get(key)

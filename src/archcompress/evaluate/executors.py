@@ -87,27 +87,38 @@ class ProcessExecutor:
             self._pool = None
 
     def run(self, context: EvalContext, jobs: Sequence[Job]) -> Iterator[tuple[int, EvalOutcome]]:
-        attempts = [0] * len(jobs)
+        deaths = [0] * len(jobs)
         pending = deque(range(len(jobs)))
-        in_flight: dict[Future[EvalOutcome], int] = {}
-        while pending or in_flight:
-            while pending:
-                index = pending.popleft()
-                attempts[index] += 1
-                candidate, seed = jobs[index]
-                in_flight[self._get_pool().submit(safe_run_job, context, candidate, seed)] = index
+        # A worker died (killed, out of memory, segfault): the broken pool fails every task in flight without
+        # saying whose worker it was. Those tasks are retried one at a time, so that a death is only ever
+        # charged to a task that ran alone, and a task that kills its worker cannot take the others with it.
+        alone: deque[int] = deque()
+        in_flight: dict[Future[EvalOutcome], tuple[int, bool]] = {}
+        while pending or alone or in_flight:
+            if alone:
+                if not in_flight:
+                    index = alone.popleft()
+                    candidate, seed = jobs[index]
+                    in_flight[self._get_pool().submit(safe_run_job, context, candidate, seed)] = (index, True)
+            else:
+                while pending:
+                    index = pending.popleft()
+                    candidate, seed = jobs[index]
+                    in_flight[self._get_pool().submit(safe_run_job, context, candidate, seed)] = (index, False)
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in done:
-                index = in_flight.pop(future)
+                index, ran_alone = in_flight.pop(future)
                 try:
-                    yield index, future.result()
+                    outcome = future.result()
                 except BrokenProcessPool as exc:
-                    # A worker died (killed, out of memory, segfault); every task in flight fails with it.
                     self._discard_pool()
-                    if attempts[index] < MAX_ATTEMPTS:
-                        pending.append(index)
-                    else:
+                    deaths[index] += 1
+                    if ran_alone and deaths[index] >= MAX_ATTEMPTS:
                         yield index, EvalOutcome(status=f"failed: worker died twice ({first_line(exc)})")
+                    else:
+                        alone.append(index)
+                    continue
+                yield index, outcome
 
     def close(self) -> None:
         self._discard_pool()
@@ -149,13 +160,22 @@ class RayExecutor:
                 raise ArchcompressError(f"could not connect to {target} ({first_line(exc)})") from exc
             self._started_here = True
         self._remote = ray.remote(num_cpus=1, max_retries=MAX_ATTEMPTS - 1)(_ray_job)
+        self._shared: dict[str, tuple[Any, Any]] = {}
 
     def run(self, context: EvalContext, jobs: Sequence[Job]) -> Iterator[tuple[int, EvalOutcome]]:
         ray = self._ray
-        from archcompress.evaluate.worker import worker_state
+        from archcompress.evaluate.worker import training_logits, worker_state
 
-        logits = getattr(worker_state(context).targets, "logits", None)  # set up here once; shipped once
-        context_ref, logits_ref = ray.put(context), ray.put(logits)
+        key = context.fingerprint()
+        if key not in self._shared:  # put in the object store once, shared by every task of every batch
+            # Workers take the whole training split's logits and apply ``budget.subset`` themselves, so the
+            # (possibly subset) targets of this process's own set-up must not be sent.
+            state = worker_state(context)
+            logits = None
+            if not context.budget.augment:
+                logits = training_logits(context, state.teacher, state.splits, state.device)
+            self._shared[key] = (ray.put(context), ray.put(logits))
+        context_ref, logits_ref = self._shared[key]
         refs = {
             self._remote.remote(context_ref, candidate, seed, logits_ref, self.threads): index
             for index, (candidate, seed) in enumerate(jobs)

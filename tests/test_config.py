@@ -1,0 +1,171 @@
+"""Run settings: YAML round trip, clear errors for bad files and values, and the --target syntax."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from archcompress.config import CompressConfig, parse_target
+from archcompress.data import DataOptions
+from archcompress.errors import ArchcompressError
+from archcompress.evaluate import Budget, SpaceOptions
+
+
+def full_config() -> CompressConfig:
+    """Every field away from its default, nested dataclasses and tuples included."""
+    return CompressConfig(
+        teacher="/models/teacher.pt",
+        out="runs/a",
+        dataset="digits",
+        method="random",
+        budget=7,
+        target=12.5,
+        preset="paper",
+        seed=3,
+        device="cpu",
+        executor="process",
+        workers=2,
+        ray_address="ray://head:10001",
+        final_epochs=4,
+        store="/stores/shared.sqlite",
+        data=DataOptions(data_root=Path("/data"), download=True, val_fraction=0.2, split_seed=5, image_size=64),
+        candidate=Budget(epochs=3, max_steps=40, subset=500, loss="kd", lr=1e-3, init="scratch", schedule="none"),
+        space=SpaceOptions(ratios=(0.25, 0.5, 1.0), kernel_ratios=(0.6, 1.0), min_channels=4),
+    )
+
+
+@pytest.mark.parametrize("config", [full_config(), CompressConfig(teacher="t.pt", out="run")], ids=["full", "defaults"])
+def test_yaml_round_trip_gives_an_equal_config(config: CompressConfig, tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(config.to_yaml())
+    loaded = CompressConfig.from_yaml(path)
+    assert loaded == config
+    assert isinstance(loaded.space.ratios, tuple) and isinstance(loaded.data, DataOptions)
+    if config.data.data_root is not None:
+        assert isinstance(loaded.data.data_root, Path)
+    # and the text lists every setting, defaults included
+    raw = yaml.safe_load(path.read_text())
+    assert set(raw) == {f.name for f in dataclasses.fields(CompressConfig)}
+    assert set(raw["candidate"]) == {f.name for f in dataclasses.fields(Budget)}
+
+
+def test_a_hand_written_subset_of_keys_takes_the_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("teacher: t.pt\nout: run\nbudget: 5\ncandidate:\n  epochs: 1\nspace:\n  ratios: [0.5, 1.0]\n")
+    loaded = CompressConfig.from_yaml(path)
+    assert loaded == CompressConfig(
+        teacher="t.pt", out="run", budget=5, candidate=Budget(epochs=1), space=SpaceOptions(ratios=(0.5, 1.0))
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("teacher: t.pt\nout: run\nbudjet: 5\n", ["unknown setting(s) budjet", "budget"]),
+        ("teacher: t.pt\nout: run\ncandidate:\n  epoch: 1\n", ["candidate", "unknown setting(s) epoch"]),
+        ("teacher: t.pt\nout: [run\n", ["cannot read config"]),  # malformed YAML
+        ("teacher: t.pt\n\tout: run\n", ["cannot read config"]),  # a tab is not YAML indentation
+        ("- teacher\n- out\n", ["must be a YAML mapping"]),
+        ("", ["must be a YAML mapping"]),
+        ("out: run\n", ["teacher"]),  # a required setting is missing
+    ],
+)
+def test_bad_config_files_are_clear_errors(text: str, words: list[str], tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(ArchcompressError) as caught:
+        CompressConfig.from_yaml(path)
+    message = str(caught.value)
+    assert str(path) in message
+    for word in words:
+        assert word in message
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('budget: "20"\n', ["setting budget must be int", "'20'"]),
+        ("candidate:\n  lr: 1e-3\n", [":candidate: setting lr must be float", "write 1.0e-3"]),
+        ("candidate: 5\n", ["setting candidate must be a mapping"]),
+        ("target: ten\n", ["setting target must be float or null"]),
+        ("space:\n  ratios: [0.5, half]\n", ["setting ratios must be a list of numbers"]),
+        ("space:\n  ratios: 0.5\n", ["setting ratios must be a list of numbers"]),
+        ("workers: true\n", ["setting workers must be int"]),
+        ("data:\n  download: 1\n", ["setting download must be bool"]),
+    ],
+)
+def test_mistyped_values_are_clear_errors(text: str, words: list[str], tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("teacher: t.pt\nout: run\n" + text)
+    with pytest.raises(ArchcompressError) as caught:
+        CompressConfig.from_yaml(path)
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_yaml_numbers_and_nulls_are_accepted_where_they_fit(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "teacher: t.pt\nout: run\ntarget: 10\nstore: null\ncandidate:\n  lr: 1.0e-3\n  max_steps: null\n"
+        "space:\n  ratios: [1, 0.5]\n  kernel_ratios: null\ndata:\n  data_root: /data\n"
+    )
+    loaded = CompressConfig.from_yaml(path)
+    assert loaded.target == 10 and loaded.store is None
+    assert loaded.candidate.lr == 0.001 and loaded.space.ratios == (1, 0.5)
+    assert loaded.data.data_root == Path("/data")
+    loaded.validate()
+
+
+def test_a_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ArchcompressError, match="cannot read config"):
+        CompressConfig.from_yaml(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("10x", 10.0), ("10", 10.0), ("10.5x", 10.5), (" 4X ", 4.0), (".5x", 0.5), ("100000x", 100000.0), (None, None)],
+)
+def test_parse_target(text: str | None, expected: float | None) -> None:
+    assert parse_target(text) == expected
+
+
+@pytest.mark.parametrize("text", ["ten", "x", "", "-5x", "10xx", "1e3", "10 x 2", "inf"])
+def test_parse_target_rejects_other_text(text: str) -> None:
+    with pytest.raises(ArchcompressError, match=r"--target .* is not a compression ratio"):
+        parse_target(text)
+
+
+def test_the_default_config_is_valid() -> None:
+    CompressConfig(teacher="t.pt", out="run").validate()
+    full_config().validate()
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"budget": 0}, "--budget"),
+        ({"budget": -3}, "--budget"),
+        ({"method": "n2n-rl"}, "--method 'n2n-rl'"),
+        ({"executor": "dask"}, "--executor"),
+        ({"target": 1.0}, "--target"),
+        ({"target": 0.5}, "--target"),
+        ({"workers": 0}, "--workers"),
+        ({"final_epochs": 0}, "--final-epochs"),
+        ({"preset": "slow"}, "--preset"),
+        ({"candidate": Budget(epochs=0)}, "epoch"),
+        ({"candidate": Budget(subset=0)}, "--subset"),
+        ({"candidate": Budget(loss="mse")}, "--loss"),  # type: ignore[arg-type]
+        ({"candidate": Budget(lr=-1.0)}, "--lr"),
+    ],
+)
+def test_validate_rejects_impossible_settings(change: dict[str, object], words: str) -> None:
+    config = dataclasses.replace(CompressConfig(teacher="t.pt", out="run"), **change)  # type: ignore[arg-type]
+    with pytest.raises(ArchcompressError, match=words.replace("(", r"\(")):
+        config.validate()
+
+
+def test_target_just_above_one_is_accepted() -> None:
+    CompressConfig(teacher="t.pt", out="run", target=1.01).validate()

@@ -33,6 +33,7 @@ from archcompress.api import train_teacher
 from archcompress.data import DataOptions
 from archcompress.distill import CachedLogits, LiveTeacher, TrainConfig, fit, make_distill_loss
 from archcompress.evaluate import Budget, EvalContext, Evaluator, ResultStore, make_executor, worker_state
+from archcompress.evaluate.worker import training_logits
 
 RESULTS = Path(__file__).parent / "results" / "evaluate.json"
 
@@ -78,7 +79,7 @@ def main() -> None:
     space, device = state.space, torch.device("cpu")
     candidate = space.uniform_candidate(0.5)
     train = state.splits.train
-    logits = CachedLogits(state.targets.logits)  # type: ignore[attr-defined]
+    logits = CachedLogits(training_logits(context, state.teacher, state.splits, device))  # whole train split
     x = torch.cat([b.x for b in train.batches(4096)])  # normalised, index order (what our loader yields)
     config = TrainConfig(epochs=args.epochs, batch_size=64, optimizer="adam", lr=5e-4, schedule="none", augment=False)
 

@@ -16,23 +16,27 @@ from rich.progress import (
 from archcompress.distill.trainer import EpochStats
 
 
+def _bar(console: Console) -> Progress:
+    """description, bar, done/total, a status text, elapsed time and ETA."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
 class TrainingProgress:
     """A progress bar over optimiser steps with running loss/accuracy, and one line per finished epoch."""
 
     def __init__(self, description: str, console: Console | None = None) -> None:
         self.description = description
         self.console = console or Console(stderr=True)
-        self._progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=False,
-        )
+        self._progress = _bar(self.console)
         self._task: TaskID | None = None
         self._epochs = 0
 
@@ -61,16 +65,7 @@ class SearchProgress:
 
     def __init__(self, description: str, total: int, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
-        self._progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            console=self.console,
-        )
+        self._progress = _bar(self.console)
         self._task = self._progress.add_task(description, total=total, status="")
         self._started = False
 

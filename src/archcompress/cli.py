@@ -201,6 +201,17 @@ def train_teacher_command(
         )
 
 
+def parse_ratios(text: str) -> tuple[float, ...]:
+    """Parse ``0.1,0.25,0.5,1`` into a tuple of ratios in (0, 1]."""
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(0 < v <= 1 for v in values):
+        raise ArchcompressError(f"--ratios {text!r} must be comma-separated numbers in (0, 1], e.g. 0.1,0.25,0.5,1")
+    return values
+
+
 def parse_shape(text: str) -> tuple[int, ...]:
     """Parse ``C,H,W`` (or ``C,L``) into a tuple of positive ints."""
     try:
@@ -245,7 +256,7 @@ def compress(
     teacher: Annotated[str | None, typer.Argument(help="Teacher checkpoint written by train-teacher.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory to create (never overwritten).")] = None,
     dataset: Annotated[str | None, typer.Option(help="Data set [default: the teacher's].")] = None,
-    method: Annotated[str, typer.Option(help="Search method: random.")] = "random",
+    method: Annotated[str, typer.Option(help="Search method: n2n or random.")] = "random",
     budget: Annotated[int, typer.Option(help="Number of candidate evaluations.")] = 20,
     target: Annotated[str | None, typer.Option(help="Minimum compression, e.g. 10x (teacher/student params).")] = None,
     preset: Annotated[
@@ -264,6 +275,16 @@ def compress(
     data_root: Annotated[Path | None, typer.Option(help="Folder with torchvision data sets.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    rollouts: Annotated[int, typer.Option(help="n2n: rollouts per policy update.")] = 5,
+    stage1_share: Annotated[float, typer.Option(help="n2n: share of --budget for stage 1 (removal).")] = 0.5,
+    reward: Annotated[str, typer.Option(help="n2n: paper (C(2-C)) or log (log-scale compression).")] = "paper",
+    objective: Annotated[str, typer.Option(help="n2n: compress params or macs.")] = "params",
+    constraint: Annotated[str, typer.Option(help="n2n: soft (annealed penalty) or hard (-1).")] = "soft",
+    max_params: Annotated[int | None, typer.Option(help="n2n: parameter limit for the student.")] = None,
+    max_macs: Annotated[int | None, typer.Option(help="n2n: MAC limit for the student.")] = None,
+    min_accuracy: Annotated[float | None, typer.Option(help="n2n: minimum val accuracy (0-1).")] = None,
+    policy: Annotated[Path | None, typer.Option(help="n2n: start from the policies/ of an earlier run.")] = None,
+    ratios: Annotated[str | None, typer.Option(help="Width ratios to choose from, e.g. 0.05,0.1,0.25,0.5,1")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from where it stopped.")] = False,
     config: Annotated[Path | None, typer.Option(help="Repeat a run from its config.yaml.")] = None,
 ) -> None:
@@ -273,8 +294,9 @@ def compress(
     from archcompress.compress import run_compression
     from archcompress.config import CompressConfig, parse_target
     from archcompress.data import DataOptions
-    from archcompress.evaluate import Budget
+    from archcompress.evaluate import Budget, SpaceOptions
     from archcompress.progress import SearchProgress
+    from archcompress.search.n2n.search import N2NOptions
 
     if resume:
         if out is None:
@@ -294,11 +316,18 @@ def compress(
         candidate = replace(candidate, loss=loss, subset=subset)  # type: ignore[arg-type]
         if epochs is not None:
             candidate = replace(candidate, epochs=epochs)
+        n2n = N2NOptions(
+            rollouts=rollouts, stage1_share=stage1_share, reward=reward, objective=objective,  # type: ignore[arg-type]
+            constraint=constraint, max_params=max_params, max_macs=max_macs,  # type: ignore[arg-type]
+            min_accuracy=min_accuracy, policy=str(policy) if policy else None,
+        )  # fmt: skip
+        space = SpaceOptions(ratios=parse_ratios(ratios)) if ratios else SpaceOptions()
         settings = CompressConfig(
             teacher=teacher, out=str(out), dataset=dataset, method=method, budget=budget,
             target=parse_target(target), preset=preset, seed=seed, device=device, executor=executor,
             workers=workers, ray_address=ray_address, final_epochs=final_epochs,
             store=str(store) if store else None, data=DataOptions(data_root=data_root), candidate=candidate,
+            space=space, n2n=n2n,
         )  # fmt: skip
     settings.validate()
     with SearchProgress(f"{settings.method} search", settings.budget, err_console) as bar:

@@ -24,9 +24,10 @@ from archcompress.distill import CachedLogits, evaluate_accuracy, fit, make_dist
 from archcompress.errors import ArchcompressError
 from archcompress.evaluate import EvalContext, Evaluator, Result, ResultStore, make_executor, worker_state
 from archcompress.evaluate.worker import WorkerState, training_logits
-from archcompress.rundir import CONFIG_FILE, REPORT_FILE, STORE_FILE, STUDENT_DIR, RunDir
+from archcompress.rundir import CONFIG_FILE, POLICIES_DIR, REPORT_FILE, STORE_FILE, STUDENT_DIR, RunDir
 from archcompress.runtime import atomic_write_text, cache_home, resolve_device, seed_everything
 from archcompress.search import RandomSearch, Search, choose_best, result_reward
+from archcompress.search.n2n.search import N2NSearch, TeacherStats
 from archcompress.space import BuildResult, CompressionSpace, load_student, save_student
 
 log = logging.getLogger("archcompress")
@@ -41,11 +42,15 @@ class CompressionResult:
     run_dir: Path
 
 
-def make_search(method: str, space: CompressionSpace, seed: int) -> Search:
+def make_search(config: CompressConfig, space: CompressionSpace, teacher_accuracy: float) -> Search:
     """The search object for ``--method``."""
-    if method == "random":
-        return RandomSearch(space, seed)
-    raise ArchcompressError(f"--method {method!r} is not available yet: use random")
+    if config.method == "random":
+        return RandomSearch(space, config.seed)
+    if config.method == "n2n":
+        cost = space.teacher_cost
+        teacher = TeacherStats(teacher_accuracy, cost.params, cost.macs)
+        return N2NSearch(space, config.n2n, teacher, config.budget, config.seed, config.target)
+    raise ArchcompressError(f"--method {config.method!r} is not available yet: use random or n2n")
 
 
 def _check_teacher_matches_data(teacher: Teacher, dataset: str, input_shape: tuple[int, ...], classes: int) -> None:
@@ -90,6 +95,8 @@ def run_compression(
     state = worker_state(context)  # also fills the teacher-logit cache before workers start
     space = state.space
     _check_target_reachable(space, config.target)
+    teacher_val = evaluate_accuracy(state.teacher.model, splits.val, device)
+    search = make_search(config, space, teacher_val)  # loads --policy files: may refuse them
     shared = ResultStore(Path(config.store)) if config.store else None  # refuses a corrupt or foreign file
     executor = make_executor(config.executor, config.workers, config.ray_address)
     try:
@@ -101,7 +108,6 @@ def run_compression(
         if resume:
             log.info("resuming %s", run.path)
         atomic_write_text(run.file(CONFIG_FILE), config.to_yaml())
-        teacher_val = evaluate_accuracy(state.teacher.model, splits.val, device)
         teacher_params = space.teacher_cost.params
         log.info("teacher %s: val accuracy %.4f, %d params; %r", config.teacher, teacher_val, teacher_params, space)
 
@@ -110,7 +116,10 @@ def run_compression(
             evaluator = Evaluator(
                 context, store, executor, seed=config.seed, method=config.method, space=space, shared_store=shared
             )
-            results = _search(config, evaluator, make_search(config.method, space, config.seed), on_progress)
+            results = _search(config, evaluator, search, on_progress)
+            if isinstance(search, N2NSearch):
+                run.file(POLICIES_DIR).mkdir(exist_ok=True)
+                search.save_policies(run.file(POLICIES_DIR))
         finally:
             executor.close()
         search_seconds = time.perf_counter() - started
@@ -129,6 +138,8 @@ def run_compression(
         save_student(student, run.file(STUDENT_DIR), {"val_accuracy": final["val_accuracy"]})
         report = _report(config, teacher, state, teacher_val, results, best, final, target_met, search_seconds,
                          time.perf_counter() - started)  # fmt: skip
+        if isinstance(search, N2NSearch):
+            report["n2n"] = {"updates": search.history, "policies": str(run.file(POLICIES_DIR))}
         run.write_json(REPORT_FILE, report)
         log.info(
             "student: test accuracy %.4f, %.1fx fewer params", final["test_accuracy"], report["compression"]["params"]
@@ -159,15 +170,17 @@ def _search(
 ) -> list[Result]:
     """Propose, evaluate (in parallel batches of ``workers``), observe, until the budget is spent."""
     results: list[Result] = []
-    batch = max(1, config.workers)
+    batch = getattr(search, "batch_size", max(1, config.workers))  # N2N: its rollouts per update
+    finished = [0]  # evaluations reported so far, including those of the batch in flight
 
     def record(result: Result) -> None:
+        finished[0] += 1
         log.info(
             "candidate %s: %s, val acc %s, params %s%s", result.candidate_hash, result.status,
             result.val_accuracy, result.params, " (from store)" if result.from_store else "",
         )  # fmt: skip
         if on_progress:
-            on_progress(len(results) + 1, result)
+            on_progress(finished[0], result)
 
     while len(results) < config.budget:
         proposals = search.propose(min(batch, config.budget - len(results)))

@@ -20,8 +20,9 @@ import yaml
 from archcompress.data import DataOptions
 from archcompress.errors import ArchcompressError
 from archcompress.evaluate import EXECUTORS, Budget, SpaceOptions
+from archcompress.search.n2n.search import N2NOptions
 
-METHODS = ("random",)
+METHODS = ("random", "n2n")
 PRESETS = ("fast", "paper")
 
 
@@ -46,6 +47,7 @@ class CompressConfig:
     data: DataOptions = field(default_factory=DataOptions)
     candidate: Budget = field(default_factory=Budget)
     space: SpaceOptions = field(default_factory=SpaceOptions)
+    n2n: N2NOptions = field(default_factory=N2NOptions)
 
     def validate(self) -> None:
         """Reject impossible settings with a message that names the option."""
@@ -64,6 +66,7 @@ class CompressConfig:
         if self.preset not in PRESETS:
             raise ArchcompressError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         self.candidate.validate()
+        self.n2n.validate()
 
     def to_yaml(self) -> str:
         """Every setting as YAML (paths as strings)."""

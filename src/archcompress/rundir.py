@@ -18,6 +18,7 @@ STUDENT_DIR = "student"
 REPORT_FILE = "report.json"
 LOG_FILE = "log.txt"
 LOCK_FILE = ".lock"
+POLICIES_DIR = "policies"
 
 
 class RunDir:

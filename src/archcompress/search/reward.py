@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from archcompress.evaluate import Result
@@ -18,6 +19,28 @@ def n2n_reward(accuracy: float, params: int, teacher_accuracy: float, teacher_pa
     """``R = C (2 - C) * acc / acc_teacher`` [paper]; C is the relative compression."""
     c = compression(params, teacher_params)
     return c * (2.0 - c) * (accuracy / teacher_accuracy)
+
+
+def log_compression(ratio: float, max_ratio: float) -> float:
+    """Compression on a log scale, ``log(ratio) / log(max_ratio)`` clipped to [0, 1].
+
+    The paper's ``C`` saturates past ~10x (``C (2 - C)`` is 0.99 at 10x and 0.9996 at 50x), so it cannot
+    tell 100x from 500x; this one keeps rewarding compression up to ``max_ratio`` (the target, or the
+    smallest student the space allows).
+    """
+    if ratio <= 1.0 or max_ratio <= 1.0:
+        return 0.0
+    return min(1.0, math.log(ratio) / math.log(max_ratio))
+
+
+def annealed_penalty(reward: float, iteration: int, horizon: int = 15) -> float:
+    """[N2N code] soft constraint: ``R' = (e - 1) + e R`` with ``e = clip((1 - it / horizon)^4, 0, 1)``.
+
+    At the first update a constraint violation costs nothing; after ``horizon`` updates it costs the full
+    ``-1`` of an invalid student, so the policy is steered into the feasible region gradually.
+    """
+    e = min(1.0, max(0.0, (1.0 - iteration / horizon) ** 4)) if iteration < horizon else 0.0
+    return (e - 1.0) + e * reward
 
 
 def result_reward(result: Result, teacher_accuracy: float, teacher_params: int) -> float:

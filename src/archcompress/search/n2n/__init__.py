@@ -1,0 +1,1 @@
+"""N2N learning (Ashok et al., ICLR 2018): removal and shrink policies trained by REINFORCE."""

@@ -1,0 +1,266 @@
+"""N2N learning as a search: stage 1 removes units with a bidirectional-LSTM policy, stage 2 shrinks the
+remaining channel groups with an autoregressive-LSTM policy; both learn by REINFORCE from the reward.
+
+Resuming needs no search checkpoint: with the same seed the policies propose the same rollouts, every
+finished evaluation comes back from the result store with the same reward, and the updates replay exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from archcompress.errors import ArchcompressError
+from archcompress.evaluate import Result
+from archcompress.runtime import atomic_open
+from archcompress.search.n2n.policies import RemovalPolicy, ShrinkPolicy
+from archcompress.search.n2n.reinforce import Reinforce
+from archcompress.search.reward import INVALID_REWARD, annealed_penalty, log_compression
+from archcompress.space import FEATURE_SCHEMA, Candidate, CompressionSpace
+
+REMOVAL_FILE = "removal.pt"
+SHRINK_FILE = "shrink.pt"
+
+
+@dataclass(frozen=True)
+class N2NOptions:
+    """Settings of the N2N search (defaults: the authors' code, with the safer shrink learning rate)."""
+
+    rollouts: int = 5  # [N2N code] rollouts per policy update, evaluated in parallel
+    stage1_share: float = 0.5  # share of --budget spent on stage 1 (removal)
+    removal_lr: float = 3e-3  # [N2N code]
+    shrink_lr: float = 0.01  # [N2N code] used 0.1; 0.01 is safer
+    baseline_decay: float = 0.9
+    entropy_weight: float = 0.0
+    reward: Literal["paper", "log"] = "paper"  # log: compression on a log scale, for targets past ~10x
+    objective: Literal["params", "macs"] = "params"  # what the compression term C measures
+    constraint: Literal["soft", "hard"] = "soft"  # soft: [N2N code] annealed penalty; hard: -1
+    max_params: int | None = None
+    max_macs: int | None = None
+    min_accuracy: float | None = None
+    policy: str | None = None  # a policies/ directory of an earlier run to start from (transfer)
+
+    def validate(self) -> None:
+        """Reject impossible settings."""
+        if self.rollouts < 1:
+            raise ArchcompressError(f"--rollouts must be at least 1, got {self.rollouts}")
+        if not 0.0 < self.stage1_share < 1.0:
+            raise ArchcompressError(f"--stage1-share must be between 0 and 1, got {self.stage1_share}")
+        if self.reward not in ("paper", "log") or self.objective not in ("params", "macs"):
+            raise ArchcompressError("--reward must be paper or log, and --objective params or macs")
+        if self.constraint not in ("soft", "hard"):
+            raise ArchcompressError(f"--constraint must be soft or hard, got {self.constraint!r}")
+
+
+@dataclass(frozen=True)
+class TeacherStats:
+    """What the reward compares a student with."""
+
+    accuracy: float  # on val
+    params: int
+    macs: int
+
+
+class N2NSearch:
+    """The two-stage N2N search over a teacher's compression space (see the module docstring)."""
+
+    name = "n2n"
+
+    def __init__(
+        self,
+        space: CompressionSpace,
+        options: N2NOptions,
+        teacher: TeacherStats,
+        budget: int,
+        seed: int,
+        target: float | None = None,
+    ) -> None:
+        options.validate()
+        self.space = space
+        self.options = options
+        self.teacher = teacher
+        self.target = target
+        self.batch_size = options.rollouts
+        self.stage1_evaluations = max(1, round(budget * options.stage1_share)) if budget > 1 else budget
+        self.generator = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)  # policy initialisation
+        features = torch.as_tensor(space.features())  # (units, F)
+        self.features = features
+        self.removable = torch.tensor([u.keep_index is not None for u in space.units], dtype=torch.bool)
+        self.removal = RemovalPolicy(features.shape[1])
+        self.shrink = ShrinkPolicy(features.shape[1], len(space.ratios))
+        if options.policy:
+            load_policies(Path(options.policy), self.removal, self.shrink, space)
+        self.removal_trainer = Reinforce(
+            self.removal, options.removal_lr, options.baseline_decay, options.entropy_weight
+        )
+        self.shrink_trainer = Reinforce(self.shrink, options.shrink_lr, options.baseline_decay, options.entropy_weight)
+        self.max_ratio = target or _largest_ratio(space, options.objective)
+        self.iteration = 0
+        self.evaluations = 0
+        self.history: list[dict[str, float]] = []
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (log_prob, entropy) per proposal
+        self._best_stage1: tuple[float, Candidate] | None = None
+        self._stage2_units: list[int] | None = None
+
+    @property
+    def stage(self) -> int:
+        """1 while removing units, 2 while shrinking the kept ones."""
+        return 1 if self.evaluations < self.stage1_evaluations else 2
+
+    # --- proposing -----------------------------------------------------------------------------------
+
+    def propose(self, count: int) -> list[Candidate]:
+        self._pending = []
+        return [self._sample_removal() if self.stage == 1 else self._sample_shrink() for _ in range(count)]
+
+    def _sample_removal(self) -> Candidate:
+        sample = self.removal.sample(self.features, self.removable, self.generator)
+        self._pending.append((sample.log_prob, sample.entropy))
+        keep = [True] * len(self.space.removable_units)
+        for unit in self.space.units:
+            if unit.keep_index is not None:
+                keep[unit.keep_index] = bool(sample.actions[unit.index].item() == 1)
+        full = self.space.teacher_candidate()
+        return Candidate(keep=tuple(keep), ratios=full.ratios, kernel_ratios=full.kernel_ratios)
+
+    def _stage2_base(self) -> Candidate:
+        return self._best_stage1[1] if self._best_stage1 else self.space.teacher_candidate()
+
+    def _shrink_units(self) -> list[int]:
+        """Units that decide a ratio in stage 2: present in the base student, first of their channel group."""
+        if self._stage2_units is None:
+            present = self.space.candidate_features(self._stage2_base())[:, len(FEATURE_SCHEMA)] > 0
+            seen: set[int] = set()
+            units = []
+            for unit in self.space.units:
+                if present[unit.index] and unit.shrink_group is not None and unit.shrink_group not in seen:
+                    seen.add(unit.shrink_group)
+                    units.append(unit.index)
+            self._stage2_units = units
+        return self._stage2_units
+
+    def _sample_shrink(self) -> Candidate:
+        units = self._shrink_units()
+        sample = self.shrink.sample(self.features[units], self.generator)
+        self._pending.append((sample.log_prob, sample.entropy))
+        base = self._stage2_base()
+        ratios = list(base.ratios)
+        for position, unit in enumerate(units):
+            group = self.space.units[unit].shrink_group
+            assert group is not None
+            ratios[group] = self.space.ratios[int(sample.actions[position])]
+        return Candidate(keep=base.keep, ratios=tuple(ratios), kernel_ratios=base.kernel_ratios)
+
+    # --- learning ------------------------------------------------------------------------------------
+
+    def reward(self, result: Result) -> float:
+        """``R = Rc * Ra`` with constraints; -1 for students that did not train (invalid, diverged, failed)."""
+        if not result.ok or result.val_accuracy is None or not result.params or not result.macs:
+            return INVALID_REWARD
+        teacher_size = self.teacher.params if self.options.objective == "params" else self.teacher.macs
+        student_size = result.params if self.options.objective == "params" else result.macs
+        ratio = teacher_size / student_size
+        c = log_compression(ratio, self.max_ratio) if self.options.reward == "log" else 1.0 - 1.0 / ratio
+        reward = c * (2.0 - c) * (result.val_accuracy / self.teacher.accuracy)
+        if self._violates(result):
+            return annealed_penalty(reward, self.iteration) if self.options.constraint == "soft" else INVALID_REWARD
+        return reward
+
+    def _violates(self, result: Result) -> bool:
+        options = self.options
+        max_params = options.max_params
+        if self.target is not None:
+            limit = math.floor(self.teacher.params / self.target)
+            max_params = min(max_params, limit) if max_params else limit
+        return bool(
+            (max_params is not None and (result.params or 0) > max_params)
+            or (options.max_macs is not None and (result.macs or 0) > options.max_macs)
+            or (options.min_accuracy is not None and (result.val_accuracy or 0.0) < options.min_accuracy)
+        )
+
+    def observe(self, results: list[Result]) -> None:
+        if len(results) != len(self._pending):
+            raise ValueError(f"observe() got {len(results)} results for {len(self._pending)} proposals")
+        stage = self.stage
+        rewards = [self.reward(r) for r in results]
+        log_probs = [lp for lp, _ in self._pending]
+        entropies = [en for _, en in self._pending]
+        trainer = self.removal_trainer if stage == 1 else self.shrink_trainer
+        stats = trainer.update(log_probs, rewards, entropies)
+        if stage == 1:
+            for reward, result in zip(rewards, results, strict=True):
+                if result.ok and (self._best_stage1 is None or reward > self._best_stage1[0]):
+                    self._best_stage1 = (reward, result.candidate)
+        self.history.append({"iteration": self.iteration, "stage": stage, "mean_reward": sum(rewards) / len(rewards),
+                             "best_reward": max(rewards), **{k: float(v) for k, v in stats.items()}})  # fmt: skip
+        self.iteration += 1
+        self.evaluations += len(results)
+        self._pending = []
+
+    # --- transfer ------------------------------------------------------------------------------------
+
+    def save_policies(self, directory: Path) -> None:
+        """Write both policies with their feature schema (``removal.pt``, ``shrink.pt``), atomically."""
+        for policy, name in ((self.removal, REMOVAL_FILE), (self.shrink, SHRINK_FILE)):
+            payload = {
+                "format": "archcompress-policy",
+                "kind": name.removesuffix(".pt"),
+                "config": dict(policy.config),
+                "state_dict": policy.state_dict(),
+                "feature_schema": {"version": FEATURE_SCHEMA.version, "names": list(FEATURE_SCHEMA.names)},
+                "ratios": list(self.space.ratios),
+                "options": asdict(self.options),
+            }
+            with atomic_open(directory / name, "wb") as handle:
+                torch.save(payload, handle)
+
+
+def load_policies(directory: Path, removal: nn.Module, shrink: nn.Module, space: CompressionSpace) -> None:
+    """Load saved policies into ``removal`` and ``shrink``, refusing ones made for another feature schema."""
+    for policy, name in ((removal, REMOVAL_FILE), (shrink, SHRINK_FILE)):
+        path = directory / name
+        if not path.is_file():
+            raise ArchcompressError(
+                f"--policy {directory}: {name} is missing (expected a policies/ directory of a run)"
+            )
+        try:
+            payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ArchcompressError(f"--policy {path} is not a readable policy file ({exc})") from exc
+        schema = payload.get("feature_schema", {}) if isinstance(payload, dict) else {}
+        if schema.get("version") != FEATURE_SCHEMA.version or list(schema.get("names", [])) != list(
+            FEATURE_SCHEMA.names
+        ):
+            raise ArchcompressError(
+                f"--policy {path} was trained on unit features of schema version {schema.get('version')!r}, this "
+                f"archcompress uses version {FEATURE_SCHEMA.version}: train the policy again with this version"
+            )
+        if name == SHRINK_FILE and len(payload.get("ratios", [])) != len(space.ratios):
+            raise ArchcompressError(
+                f"--policy {path} chooses among {len(payload.get('ratios', []))} ratios but this space has "
+                f"{len(space.ratios)}: use the same ratio set as the run that trained it"
+            )
+        try:
+            policy.load_state_dict(payload["state_dict"])
+        except (KeyError, RuntimeError) as exc:
+            raise ArchcompressError(f"--policy {path} does not fit this policy ({exc})") from exc
+
+
+def _largest_ratio(space: CompressionSpace, objective: str) -> float:
+    """The largest compression the space allows (uniform smallest ratio, optional units removed)."""
+    smallest = space.uniform_candidate(min(space.ratios))
+    options = [smallest, Candidate((False,) * len(smallest.keep), smallest.ratios, smallest.kernel_ratios)]
+    teacher = space.teacher_cost
+    best = 1.0
+    for candidate in options:
+        if space.check(candidate) is None:
+            cost = space.cost(candidate)
+            ratio = teacher.params / cost.params if objective == "params" else teacher.macs / max(cost.macs, 1)
+            best = max(best, ratio)
+    return best

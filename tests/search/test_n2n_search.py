@@ -1,0 +1,128 @@
+"""The N2N search with a fake evaluator: stages, rewards, constraints, learning, saved policies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from archcompress.errors import ArchcompressError
+from archcompress.evaluate import Result
+from archcompress.models import create_model
+from archcompress.search.n2n.search import N2NOptions, N2NSearch, TeacherStats
+from archcompress.search.reward import annealed_penalty, log_compression
+from archcompress.space import Candidate, CompressionSpace
+
+
+@pytest.fixture(scope="module")
+def space() -> CompressionSpace:
+    torch.manual_seed(0)
+    return CompressionSpace.from_model(create_model("vgg11", (1, 28, 28), 10, {"width": 0.25}).eval(), (1, 28, 28))
+
+
+def fake_result(space: CompressionSpace, candidate: Candidate, accuracy: float | None = None) -> Result:
+    """A result whose accuracy falls as the student shrinks (a closed-form stand-in for training)."""
+    if space.check(candidate) is not None:
+        return Result(candidate, space.candidate_hash(candidate), "invalid", None, None, None, None, 0, False)
+    cost = space.cost(candidate)
+    share = cost.params / space.teacher_cost.params
+    acc = accuracy if accuracy is not None else 0.98 - 0.3 * (1 - share) ** 4
+    return Result(candidate, space.candidate_hash(candidate), "ok", acc, cost.params, cost.macs, 1.0, 0, False)
+
+
+def _search(space: CompressionSpace, budget: int = 40, seed: int = 0, **options: object) -> N2NSearch:
+    teacher = TeacherStats(0.98, space.teacher_cost.params, space.teacher_cost.macs)
+    return N2NSearch(space, N2NOptions(**options), teacher, budget, seed)  # type: ignore[arg-type]
+
+
+def test_stage1_removes_only_and_stage2_shrinks_only_the_best_stage1_architecture(space: CompressionSpace) -> None:
+    search = _search(space, budget=20, rollouts=5)
+    assert search.stage1_evaluations == 10 and search.stage == 1
+    for _ in range(2):
+        proposals = search.propose(5)
+        assert all(c.ratios == space.teacher_candidate().ratios for c in proposals)  # stage 1 never shrinks
+        search.observe([fake_result(space, c) for c in proposals])
+    assert search.stage == 2
+    best_keep = search._stage2_base().keep
+    proposals = search.propose(5)
+    assert all(c.keep == best_keep for c in proposals)  # stage 2 never removes
+    assert any(c.ratios != space.teacher_candidate().ratios for c in proposals)
+    assert all(r in space.ratios for c in proposals for r in c.ratios)
+
+
+def test_reward_matches_the_paper_and_invalid_is_minus_one(space: CompressionSpace) -> None:
+    search = _search(space)
+    candidate = space.uniform_candidate(0.5)
+    result = fake_result(space, candidate, accuracy=0.49)
+    c = 1 - result.params / space.teacher_cost.params  # type: ignore[operator]
+    assert search.reward(result) == pytest.approx(c * (2 - c) * 0.5)
+    invalid = Result(candidate, "h", "invalid", None, None, None, None, 0, False)
+    diverged = Result(candidate, "h", "diverged", None, 10, 10, 1.0, 0, False)
+    assert search.reward(invalid) == -1.0 and search.reward(diverged) == -1.0
+
+
+def test_log_reward_keeps_rewarding_high_compression(space: CompressionSpace) -> None:
+    assert log_compression(10.0, 100.0) == pytest.approx(0.5)
+    assert log_compression(1000.0, 100.0) == 1.0 and log_compression(0.5, 100.0) == 0.0
+    paper, logscale = _search(space), _search(space, reward="log")
+    small = fake_result(space, space.uniform_candidate(min(space.ratios)), accuracy=0.98)
+    medium = fake_result(space, space.uniform_candidate(0.5), accuracy=0.98)
+    gap_paper = paper.reward(small) - paper.reward(medium)
+    gap_log = logscale.reward(small) - logscale.reward(medium)
+    assert gap_log > gap_paper > 0
+
+
+def test_constraints_soft_anneals_and_hard_is_minus_one(space: CompressionSpace) -> None:
+    assert annealed_penalty(0.8, 0) == pytest.approx(0.8)
+    assert annealed_penalty(0.8, 15) == -1.0 and annealed_penalty(0.8, 40) == -1.0
+    e = (1 - 5 / 15) ** 4
+    assert annealed_penalty(0.8, 5) == pytest.approx((e - 1) + e * 0.8)
+    big = fake_result(space, space.teacher_candidate(), accuracy=0.98)
+    soft = _search(space, max_params=1000)
+    hard = _search(space, max_params=1000, constraint="hard")
+    assert hard.reward(big) == -1.0
+    assert soft.reward(big) == pytest.approx(annealed_penalty(0.0, 0))
+    soft.iteration = 20
+    assert soft.reward(big) == -1.0
+    low = _search(space, min_accuracy=0.99, constraint="hard")
+    assert low.reward(fake_result(space, space.uniform_candidate(0.5), accuracy=0.9)) == -1.0
+
+
+def test_policies_learn_from_a_closed_form_reward(space: CompressionSpace) -> None:
+    search = _search(space, budget=400, seed=1)
+    first, last = [], []
+    for update in range(40):
+        proposals = search.propose(5)
+        search.observe([fake_result(space, c) for c in proposals])
+        (first if update < 8 else last if update >= 32 else []).append(search.history[-1]["mean_reward"])
+    assert sum(last) / len(last) > sum(first) / len(first) + 0.05
+
+
+def test_saved_policies_load_and_a_foreign_schema_is_refused(space: CompressionSpace, tmp_path: Path) -> None:
+    search = _search(space)
+    search.observe([fake_result(space, c) for c in search.propose(5)])
+    search.save_policies(tmp_path)
+    reloaded = _search(space, policy=str(tmp_path))
+    for name, param in search.removal.state_dict().items():
+        assert torch.equal(param, reloaded.removal.state_dict()[name])
+    payload = torch.load(tmp_path / "removal.pt", weights_only=True)
+    payload["feature_schema"]["version"] = 999
+    torch.save(payload, tmp_path / "removal.pt")
+    with pytest.raises(ArchcompressError, match="schema version 999"):
+        _search(space, policy=str(tmp_path))
+    with pytest.raises(ArchcompressError, match="missing"):
+        _search(space, policy=str(tmp_path / "nowhere"))
+
+
+def test_policies_transfer_to_a_teacher_of_another_size_and_family(space: CompressionSpace, tmp_path: Path) -> None:
+    small = _search(space)
+    small.observe([fake_result(space, c) for c in small.propose(5)])
+    small.save_policies(tmp_path)
+    torch.manual_seed(0)
+    resnet = CompressionSpace.from_model(create_model("resnet20", (1, 28, 28), 10).eval(), (1, 28, 28))
+    larger = _search(resnet, policy=str(tmp_path))
+    proposals = larger.propose(5)
+    assert len(proposals) == 5 and all(len(c.keep) == len(resnet.removable_units) for c in proposals)
+    assert torch.equal(larger.removal.state_dict()[next(iter(small.removal.state_dict()))],
+                       small.removal.state_dict()[next(iter(small.removal.state_dict()))])  # fmt: skip

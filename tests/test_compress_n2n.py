@@ -1,0 +1,51 @@
+"""`archcompress compress --method n2n` end to end on a tiny budget, and starting from saved policies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from archcompress.api import train_teacher
+from archcompress.cli import app
+from archcompress.distill import TrainConfig
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("n2n") / "teacher.pt"
+    train_teacher("vgg11", "digits", path, model_kwargs={"width": 0.125}, train=TrainConfig(epochs=3, augment=False))
+    return path
+
+
+TINY = ["--method", "n2n", "--budget", "6", "--rollouts", "3", "--epochs", "1", "--subset", "200",
+        "--final-epochs", "1"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_n2n_run_writes_policies_and_updates(teacher: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARCHCOMPRESS_HOME", str(tmp_path / "home"))
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["compress", str(teacher), *TINY, "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((run / "report.json").read_text())
+    assert report["method"] == "n2n" and report["search"]["evaluations"] == 6
+    assert [u["stage"] for u in report["n2n"]["updates"]] == [1, 2]
+    assert (run / "policies" / "removal.pt").is_file() and (run / "policies" / "shrink.pt").is_file()
+
+    again = tmp_path / "again"
+    reuse = runner.invoke(
+        app, ["compress", str(teacher), *TINY, "--policy", str(run / "policies"), "--seed", "1", "--out", str(again)]
+    )
+    assert reuse.exit_code == 0, reuse.output
+    assert "policy: " + str(run / "policies") in (again / "config.yaml").read_text()
+
+    missing = runner.invoke(
+        app, ["compress", str(teacher), *TINY, "--policy", str(tmp_path), "--out", str(tmp_path / "x")]
+    )
+    assert missing.exit_code == 2 and "missing" in missing.output
+    assert not (tmp_path / "x").exists()

@@ -49,3 +49,17 @@ def test_n2n_run_writes_policies_and_updates(teacher: Path, tmp_path: Path, monk
     )
     assert missing.exit_code == 2 and "missing" in missing.output
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_n2n_resume_replays_from_the_store(teacher: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARCHCOMPRESS_HOME", str(tmp_path / "home"))
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["compress", str(teacher), *TINY, "--out", str(run)]).exit_code == 0
+    first = json.loads((run / "report.json").read_text())
+    resumed = runner.invoke(app, ["compress", "--resume", "--out", str(run)])
+    assert resumed.exit_code == 0, resumed.output
+    second = json.loads((run / "report.json").read_text())
+    assert second["search"]["from_store"] == 6  # nothing was trained again
+    assert second["student"]["candidate_hash"] == first["student"]["candidate_hash"]
+    assert [u["mean_reward"] for u in second["n2n"]["updates"]] == [u["mean_reward"] for u in first["n2n"]["updates"]]

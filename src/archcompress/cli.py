@@ -332,18 +332,22 @@ def compress(
     settings.validate()
     with SearchProgress(f"{settings.method} search", settings.budget, err_console) as bar:
 
-        def on_progress(done: int, result: Any) -> None:
-            accuracy = f"{result.val_accuracy:.2%}" if result.val_accuracy is not None else result.status
-            size = f"{result.params:,} params" if result.params else ""
-            bar.update(done, f"last: {accuracy} {size}")
+        def on_progress(status: Any) -> None:
+            best = status.best
+            text = "no student trained yet"
+            if best is not None and best.params:
+                ratio = status.teacher_params / best.params
+                text = f"best: reward {status.best_reward:.3f}, val {best.val_accuracy:.2%}, {ratio:.1f}x smaller"
+            bar.update(status.done, text)
 
         outcome = run_compression(settings, resume=resume, on_progress=on_progress)
     report = outcome.report
     student, teacher_info = report["student"], report["teacher"]
+    macs = report["compression"]["macs"]
+    macs_text = f"{macs:.1f}x fewer MACs" if macs >= 1 else f"{1 / macs:.1f}x more MACs"
     console.print(
         f"student: test accuracy {student['test_accuracy']:.2%} (teacher {teacher_info['test_accuracy']:.2%}), "
-        f"{student['params']:,} params ({report['compression']['params']:.1f}x fewer), "
-        f"{report['compression']['macs']:.1f}x fewer MACs"
+        f"{student['params']:,} params ({report['compression']['params']:.1f}x fewer), {macs_text}"
     )
     if report["target"]["ratio"] and not report["target"]["met"]:
         err_console.print(f"[yellow]warning:[/] no candidate reached the {report['target']['ratio']:g}x target")

@@ -7,6 +7,7 @@ Writes the run directory of the spec: ``config.yaml``, ``store.sqlite``, ``stude
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -24,7 +25,7 @@ from archcompress.distill import CachedLogits, evaluate_accuracy, fit, make_dist
 from archcompress.errors import ArchcompressError
 from archcompress.evaluate import EvalContext, Evaluator, Result, ResultStore, make_executor, worker_state
 from archcompress.evaluate.worker import WorkerState, training_logits
-from archcompress.rundir import CONFIG_FILE, POLICIES_DIR, REPORT_FILE, STORE_FILE, STUDENT_DIR, RunDir
+from archcompress.rundir import CONFIG_FILE, POLICIES_DIR, REPORT_FILE, STORE_FILE, STUDENT_DIR, TENSORBOARD_DIR, RunDir
 from archcompress.runtime import atomic_write_text, cache_home, resolve_device, seed_everything
 from archcompress.search import RandomSearch, Search, choose_best, result_reward
 from archcompress.search.n2n.search import N2NSearch, TeacherStats
@@ -68,7 +69,7 @@ def _check_teacher_matches_data(teacher: Teacher, dataset: str, input_shape: tup
 
 
 def run_compression(
-    config: CompressConfig, *, resume: bool = False, on_progress: Callable[[int, Result], None] | None = None
+    config: CompressConfig, *, resume: bool = False, on_progress: Callable[[SearchStatus], None] | None = None
 ) -> CompressionResult:
     """Run one compression end to end as described by ``config`` (or continue it with ``resume``)."""
     config.validate()
@@ -116,7 +117,9 @@ def run_compression(
             evaluator = Evaluator(
                 context, store, executor, seed=config.seed, method=config.method, space=space, shared_store=shared
             )
-            results = _search(config, evaluator, search, on_progress)
+            results = _search(
+                config, evaluator, search, teacher_val, teacher_params, run.file(TENSORBOARD_DIR), on_progress
+            )
             if isinstance(search, N2NSearch):
                 run.file(POLICIES_DIR).mkdir(exist_ok=True)
                 search.save_policies(run.file(POLICIES_DIR))
@@ -162,31 +165,69 @@ def _check_target_reachable(space: CompressionSpace, target: float | None) -> No
         )
 
 
+@dataclass
+class SearchStatus:
+    """What the live display and TensorBoard show after each evaluation."""
+
+    teacher_params: int
+    done: int
+    last: Result | None
+    best: Result | None  # the best reward so far
+    best_reward: float
+
+
 def _search(
     config: CompressConfig,
     evaluator: Evaluator,
     search: Search,
-    on_progress: Callable[[int, Result], None] | None,
+    teacher_accuracy: float,
+    teacher_params: int,
+    tensorboard: Path,
+    on_progress: Callable[[SearchStatus], None] | None,
 ) -> list[Result]:
-    """Propose, evaluate (in parallel batches of ``workers``), observe, until the budget is spent."""
+    """Propose, evaluate (in parallel batches), observe, until the budget is spent.
+
+    Every evaluation and every policy update is logged to ``log.txt`` and to TensorBoard event files.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+
     results: list[Result] = []
     batch = getattr(search, "batch_size", max(1, config.workers))  # N2N: its rollouts per update
-    finished = [0]  # evaluations reported so far, including those of the batch in flight
+    status = SearchStatus(teacher_params, 0, None, None, -math.inf)
+    started = time.perf_counter()
+    writer = SummaryWriter(str(tensorboard))
 
     def record(result: Result) -> None:
-        finished[0] += 1
         log.info(
             "candidate %s: %s, val acc %s, params %s%s", result.candidate_hash, result.status,
             result.val_accuracy, result.params, " (from store)" if result.from_store else "",
         )  # fmt: skip
+        reward = result_reward(result, teacher_accuracy, teacher_params)
+        status.done += 1
+        status.last = result
+        if reward > status.best_reward:
+            status.best, status.best_reward = result, reward
+        step = status.done
+        writer.add_scalar("search/reward", reward, step)
+        writer.add_scalar("search/best_reward", status.best_reward, step)
+        writer.add_scalar("search/best_reward_vs_seconds", status.best_reward, int(time.perf_counter() - started))
+        if result.ok and result.params:
+            writer.add_scalar("search/val_accuracy", result.val_accuracy or 0.0, step)
+            writer.add_scalar("search/compression", teacher_params / result.params, step)
         if on_progress:
-            on_progress(finished[0], result)
+            on_progress(status)
 
-    while len(results) < config.budget:
-        proposals = search.propose(min(batch, config.budget - len(results)))
-        batch_results = evaluator.evaluate_many(proposals, on_result=record)
-        search.observe(batch_results)
-        results.extend(batch_results)
+    try:
+        while len(results) < config.budget:
+            proposals = search.propose(min(batch, config.budget - len(results)))
+            batch_results = evaluator.evaluate_many(proposals, on_result=record)
+            search.observe(batch_results)
+            results.extend(batch_results)
+            for name, value in (getattr(search, "history", None) or [{}])[-1].items():
+                if name != "iteration":
+                    writer.add_scalar(f"policy/{name}", value, len(results))
+    finally:
+        writer.close()
     return results
 
 

@@ -19,6 +19,7 @@ REPORT_FILE = "report.json"
 LOG_FILE = "log.txt"
 LOCK_FILE = ".lock"
 POLICIES_DIR = "policies"
+TENSORBOARD_DIR = "tb"
 
 
 class RunDir:

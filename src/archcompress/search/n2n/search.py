@@ -19,7 +19,7 @@ from archcompress.errors import ArchcompressError
 from archcompress.evaluate import Result
 from archcompress.runtime import atomic_open
 from archcompress.search.n2n.policies import RemovalPolicy, ShrinkPolicy
-from archcompress.search.n2n.reinforce import Reinforce
+from archcompress.search.n2n.reinforce import REMOVAL_LR, SHRINK_LR, Reinforce
 from archcompress.search.reward import INVALID_REWARD, annealed_penalty, log_compression
 from archcompress.space import FEATURE_SCHEMA, Candidate, CompressionSpace
 
@@ -33,8 +33,8 @@ class N2NOptions:
 
     rollouts: int = 5  # [N2N code] rollouts per policy update, evaluated in parallel
     stage1_share: float = 0.5  # share of --budget spent on stage 1 (removal)
-    removal_lr: float = 3e-3  # [N2N code]
-    shrink_lr: float = 0.01  # [N2N code] used 0.1; 0.01 is safer
+    removal_lr: float = REMOVAL_LR  # [N2N code] 3e-3
+    shrink_lr: float = SHRINK_LR  # [N2N code] used 0.1; see reinforce.py for why ours is lower
     baseline_decay: float = 0.9
     entropy_weight: float = 0.0
     reward: Literal["paper", "log"] = "paper"  # log: compression on a log scale, for targets past ~10x

@@ -1,0 +1,141 @@
+"""Does the N2N policy really learn? N2N versus random search at the same evaluation budget (CPU, digits).
+
+For each seed, both searches run over the same compression space of a VGG-11 (width 0.25) teacher trained here
+on ``digits``, with the same evaluator (same per-candidate distillation budget, same result store: a
+candidate both methods propose is trained once) and the same number of evaluations. Reported per method:
+the best reward found and the mean reward of the last 50 evaluations (the paper's reward,
+``C (2 - C) * acc / acc_teacher``, -1 for students that do not train). Writes
+``benchmarks/results/n2n_vs_random.json``.
+
+    .venv/bin/python benchmarks/n2n_vs_random.py [--evaluations 300] [--seeds 0 1 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import archcompress
+from archcompress.api import train_teacher
+from archcompress.data import DataOptions
+from archcompress.distill import TrainConfig, evaluate_accuracy
+from archcompress.evaluate import Budget, EvalContext, Evaluator, ResultStore, make_executor, worker_state
+from archcompress.search import RandomSearch, Search
+from archcompress.search.n2n.search import N2NOptions, N2NSearch, TeacherStats
+
+RESULTS = Path(__file__).parent / "results" / "n2n_vs_random.json"
+
+
+def run(search: Search, evaluator: Evaluator, evaluations: int, reward: Any) -> dict[str, Any]:
+    rewards: list[float] = []
+    started = time.perf_counter()
+    batch = getattr(search, "batch_size", 5)
+    while len(rewards) < evaluations:
+        results = evaluator.evaluate_many(search.propose(min(batch, evaluations - len(rewards))))
+        search.observe(results)
+        rewards.extend(reward(r) for r in results)
+    best_so_far = [max(rewards[: i + 1]) for i in range(len(rewards))]
+    return {
+        "best_reward": max(rewards),
+        "mean_last_50": statistics.fmean(rewards[-50:]),
+        "mean_first_50": statistics.fmean(rewards[:50]),
+        "invalid_or_failed": sum(r == -1.0 for r in rewards),
+        "best_reward_curve": best_so_far[::10],
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--evaluations", type=int, default=300)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=2, help="distillation epochs per candidate")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    work = Path(tempfile.mkdtemp(prefix="archcompress-n2n-"))
+    os.environ["ARCHCOMPRESS_HOME"] = str(work / "home")
+    teacher_path = work / "teacher.pt"
+    print("training the teacher (vgg11 width 0.25, digits, 15 epochs) ...")
+    train_teacher("vgg11", "digits", teacher_path, model_kwargs={"width": 0.25},
+                  train=TrainConfig(epochs=15, augment=False))  # fmt: skip
+    sha = archcompress.load_teacher(teacher_path).sha256
+    budget = Budget(epochs=args.epochs)
+    context = EvalContext(str(teacher_path), sha, "digits", DataOptions(), budget, str(work / "home" / "logits"))
+    state = worker_state(context)
+    space = state.space
+    teacher_accuracy = evaluate_accuracy(state.teacher.model, state.splits.val, torch.device("cpu"))
+    stats = TeacherStats(teacher_accuracy, space.teacher_cost.params, space.teacher_cost.macs)
+    scorer = N2NSearch(space, N2NOptions(), stats, args.evaluations, 0)  # only its reward function is used
+
+    per_seed: list[dict[str, Any]] = []
+    for seed in args.seeds:
+        store = ResultStore(work / f"store-{seed}.sqlite")
+        evaluator = Evaluator(context, store, make_executor("inline"), seed=seed, space=space)
+        row: dict[str, Any] = {"seed": seed}
+        for name in ("n2n", "random"):
+            search: Search = (
+                N2NSearch(space, N2NOptions(), stats, args.evaluations, seed)
+                if name == "n2n"
+                else RandomSearch(space, seed)
+            )
+            print(f"seed {seed}: {name} search, {args.evaluations} evaluations ...")
+            row[name] = run(search, evaluator, args.evaluations, scorer.reward)
+            print(f"  best reward {row[name]['best_reward']:.4f}, mean of last 50 {row[name]['mean_last_50']:.4f}, "
+                  f"{row[name]['seconds']:.0f}s")  # fmt: skip
+        per_seed.append(row)
+
+    summary = {
+        name: {
+            "best_reward_mean": statistics.fmean(r[name]["best_reward"] for r in per_seed),
+            "mean_last_50_mean": statistics.fmean(r[name]["mean_last_50"] for r in per_seed),
+        }
+        for name in ("n2n", "random")
+    }
+    wins = {
+        "best_reward": sum(r["n2n"]["best_reward"] > r["random"]["best_reward"] for r in per_seed),
+        "mean_last_50": sum(r["n2n"]["mean_last_50"] > r["random"]["mean_last_50"] for r in per_seed),
+    }
+    report = {
+        "question": "does N2N beat random search at the same evaluation budget? (digits, CPU)",
+        "archcompress": archcompress.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "teacher": {
+            "model": "vgg11 width 0.25",
+            "dataset": "digits",
+            "params": stats.params,
+            "val_accuracy": teacher_accuracy,
+        },
+        "evaluations": args.evaluations,
+        "candidate_budget": {"epochs": budget.epochs, "init": budget.init, "loss": budget.loss},
+        "n2n_options": N2NOptions().__dict__,
+        "seeds": per_seed,
+        "summary": summary,
+        "n2n_wins_of_seeds": wins,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"\n{'seed':<6}{'method':<8}{'best reward':>12}{'mean last 50':>14}{'seconds':>9}")
+    for row in per_seed:
+        for name in ("n2n", "random"):
+            r = row[name]
+            print(f"{row['seed']:<6}{name:<8}{r['best_reward']:12.4f}{r['mean_last_50']:14.4f}{r['seconds']:9.0f}")
+    print(
+        f"N2N wins (of {len(per_seed)} seeds): best reward {wins['best_reward']}, last-50 mean {wins['mean_last_50']}"
+    )
+    print(f"written to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -172,7 +172,7 @@ class SearchStatus:
     teacher_params: int
     done: int
     last: Result | None
-    best: Result | None  # the best reward so far
+    best: Result | None  # the trained candidate with the best reward so far
     best_reward: float
 
 
@@ -205,7 +205,7 @@ def _search(
         reward = result_reward(result, teacher_accuracy, teacher_params)
         status.done += 1
         status.last = result
-        if reward > status.best_reward:
+        if result.ok and reward > status.best_reward:
             status.best, status.best_reward = result, reward
         step = status.done
         writer.add_scalar("search/reward", reward, step)

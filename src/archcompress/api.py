@@ -101,7 +101,6 @@ def evaluate_candidate(
         dataset=dataset or loaded.meta.dataset,
         data=data or DataOptions(),
         budget=budget,
-        cache_dir=str(cache_home() / "logits"),
         device=device,
     )
     space = worker_state(context).space

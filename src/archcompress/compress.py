@@ -26,7 +26,7 @@ from archcompress.errors import ArchcompressError
 from archcompress.evaluate import EvalContext, Evaluator, Result, ResultStore, make_executor, worker_state
 from archcompress.evaluate.worker import WorkerState, training_logits
 from archcompress.rundir import CONFIG_FILE, POLICIES_DIR, REPORT_FILE, STORE_FILE, STUDENT_DIR, TENSORBOARD_DIR, RunDir
-from archcompress.runtime import atomic_write_text, cache_home, resolve_device, seed_everything
+from archcompress.runtime import atomic_write_text, resolve_device, seed_everything
 from archcompress.search import RandomSearch, Search, choose_best, result_reward
 from archcompress.search.n2n.search import N2NSearch, TeacherStats
 from archcompress.space import BuildResult, CompressionSpace, load_student, save_student
@@ -89,7 +89,6 @@ def run_compression(
         dataset=dataset,
         data=config.data,
         budget=config.candidate,
-        cache_dir=str(cache_home() / "logits"),
         device=config.device,
         space=config.space,
     )

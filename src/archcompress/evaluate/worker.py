@@ -30,7 +30,7 @@ from archcompress.distill import (
 )
 from archcompress.errors import first_line
 from archcompress.evaluate.budget import Budget
-from archcompress.runtime import resolve_device, seed_everything
+from archcompress.runtime import cache_home, resolve_device, seed_everything
 from archcompress.space import DEFAULT_MIN_CHANNELS, DEFAULT_RATIOS, Candidate, CompressionSpace
 
 
@@ -52,7 +52,7 @@ class EvalContext:
     dataset: str
     data: DataOptions
     budget: Budget
-    cache_dir: str
+    cache_dir: str = field(default_factory=lambda: str(cache_home() / "logits"))  # teacher-logit cache
     device: str = "cpu"
     space: SpaceOptions = field(default_factory=SpaceOptions)
 

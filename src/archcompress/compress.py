@@ -151,16 +151,11 @@ def run_compression(
 
 def _check_target_reachable(space: CompressionSpace, target: float | None) -> None:
     """Refuse a target that even the smallest student of the space cannot reach."""
-    if target is None:
-        return
-    smallest = space.uniform_candidate(min(space.ratios))
-    keep_none = replace(smallest, keep=(False,) * len(smallest.keep))
-    sizes = [space.cost(c).params for c in (smallest, keep_none) if space.check(c) is None]
-    if sizes and space.teacher_cost.params / min(sizes) < target:
+    if target is not None and space.max_compression() < target:
         raise ArchcompressError(
             f"--target {target:g}x is out of reach: the smallest student of this space is "
-            f"{space.teacher_cost.params / min(sizes):.1f}x smaller than the teacher; lower the target or add "
-            "smaller ratios to the space"
+            f"{space.max_compression():.1f}x smaller than the teacher; lower the target or add smaller ratios "
+            "to the space (--ratios)"
         )
 
 

@@ -226,6 +226,19 @@ class CompressionSpace:
         """Build the student as a plain module (CPU, train mode); ``inherit=False`` initialises it freshly."""
         return build_plan(self.plan(candidate), self._inheritor if inherit else None)
 
+    def max_compression(self, objective: str = "params") -> float:
+        """The largest teacher/student size ratio the space allows (params or MACs), estimated from the
+        uniformly narrowest student with and without every removable unit."""
+        narrowest = self.uniform_candidate(min(self.ratios))
+        options = (narrowest, Candidate((False,) * len(narrowest.keep), narrowest.ratios, narrowest.kernel_ratios))
+        teacher, best = self.teacher_cost, 1.0
+        for candidate in options:
+            if self.check(candidate) is None:
+                cost = self.cost(candidate)
+                ratio = teacher.params / cost.params if objective == "params" else teacher.macs / max(cost.macs, 1)
+                best = max(best, ratio)
+        return best
+
     def summary(self) -> dict[str, object]:
         """JSON-able unit table and totals (what ``archcompress inspect`` prints)."""
         from archcompress.space.inspect import summary

@@ -100,7 +100,7 @@ class N2NSearch:
             self.removal, options.removal_lr, options.baseline_decay, options.entropy_weight
         )
         self.shrink_trainer = Reinforce(self.shrink, options.shrink_lr, options.baseline_decay, options.entropy_weight)
-        self.max_ratio = target or _largest_ratio(space, options.objective)
+        self.max_ratio = target or space.max_compression(options.objective)
         self.iteration = 0
         self.evaluations = 0
         self.history: list[dict[str, float]] = []
@@ -250,17 +250,3 @@ def load_policies(directory: Path, removal: nn.Module, shrink: nn.Module, space:
             policy.load_state_dict(payload["state_dict"])
         except (KeyError, RuntimeError) as exc:
             raise ArchcompressError(f"--policy {path} does not fit this policy ({exc})") from exc
-
-
-def _largest_ratio(space: CompressionSpace, objective: str) -> float:
-    """The largest compression the space allows (uniform smallest ratio, optional units removed)."""
-    smallest = space.uniform_candidate(min(space.ratios))
-    options = [smallest, Candidate((False,) * len(smallest.keep), smallest.ratios, smallest.kernel_ratios)]
-    teacher = space.teacher_cost
-    best = 1.0
-    for candidate in options:
-        if space.check(candidate) is None:
-            cost = space.cost(candidate)
-            ratio = teacher.params / cost.params if objective == "params" else teacher.macs / max(cost.macs, 1)
-            best = max(best, ratio)
-    return best

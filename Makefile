@@ -22,8 +22,8 @@ demo: $(STAMP)
 	rm -rf $(DEMO)
 	$(BIN)/archcompress train-teacher --model vgg11 --model-arg width=0.5 --dataset mnist5k --epochs 8 \
 		--seed 0 --out $(DEMO)/teacher.pt
-	$(BIN)/archcompress compress $(DEMO)/teacher.pt --method random --budget 12 --epochs 1 --subset 1200 \
-		--final-epochs 8 --target 10x --seed 0 --out $(DEMO)/run
+	$(BIN)/archcompress compress $(DEMO)/teacher.pt --method n2n --budget 20 --rollouts 5 --epochs 1 \
+		--subset 600 --final-epochs 8 --target 10x --seed 0 --out $(DEMO)/run
 	@echo ""
 	@echo "Demo finished. Teacher: $(DEMO)/teacher.pt"
 	@echo "Student: $(DEMO)/run/student (load with archcompress.load_student), report: $(DEMO)/run/report.json"

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from archcompress.api import train_teacher
@@ -63,3 +64,16 @@ def test_n2n_resume_replays_from_the_store(teacher: Path, tmp_path: Path, monkey
     assert second["search"]["from_store"] == 6  # nothing was trained again
     assert second["student"]["candidate_hash"] == first["student"]["candidate_hash"]
     assert [u["mean_reward"] for u in second["n2n"]["updates"]] == [u["mean_reward"] for u in first["n2n"]["updates"]]
+
+
+def test_paper_preset_uses_the_authors_settings(teacher: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARCHCOMPRESS_HOME", str(tmp_path / "home"))
+    run = tmp_path / "run"
+    args = ["compress", str(teacher), "--method", "n2n", "--preset", "paper", "--budget", "3", "--rollouts", "3",
+            "--subset", "100", "--final-epochs", "1", "--out", str(run)]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["n2n"]["shrink_lr"] == 0.1 and config["n2n"]["rollouts"] == 3
+    assert config["candidate"]["init"] == "scratch" and config["candidate"]["epochs"] == 5
+    assert config["candidate"]["schedule"] == "none" and config["candidate"]["lr"] == 5e-4

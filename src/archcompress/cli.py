@@ -296,7 +296,7 @@ def compress(
     from archcompress.data import DataOptions
     from archcompress.evaluate import Budget, SpaceOptions
     from archcompress.progress import SearchProgress
-    from archcompress.search.n2n.search import N2NOptions
+    from archcompress.search.n2n.search import PAPER_SHRINK_LR, N2NOptions
 
     if resume:
         if out is None:
@@ -321,6 +321,8 @@ def compress(
             constraint=constraint, max_params=max_params, max_macs=max_macs,  # type: ignore[arg-type]
             min_accuracy=min_accuracy, policy=str(policy) if policy else None,
         )  # fmt: skip
+        if preset == "paper":
+            n2n = replace(n2n, shrink_lr=PAPER_SHRINK_LR)
         space = SpaceOptions(ratios=parse_ratios(ratios)) if ratios else SpaceOptions()
         settings = CompressConfig(
             teacher=teacher, out=str(out), dataset=dataset, method=method, budget=budget,

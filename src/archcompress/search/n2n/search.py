@@ -23,6 +23,7 @@ from archcompress.search.n2n.reinforce import REMOVAL_LR, SHRINK_LR, Reinforce
 from archcompress.search.reward import INVALID_REWARD, annealed_penalty, log_compression
 from archcompress.space import FEATURE_SCHEMA, Candidate, CompressionSpace
 
+PAPER_SHRINK_LR = 0.1  # [N2N code]; the paper preset uses it, the default is the safer SHRINK_LR
 REMOVAL_FILE = "removal.pt"
 SHRINK_FILE = "shrink.pt"
 

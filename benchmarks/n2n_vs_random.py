@@ -18,40 +18,18 @@ import os
 import platform
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 import archcompress
-from archcompress.api import train_teacher
-from archcompress.data import DataOptions
-from archcompress.distill import TrainConfig, evaluate_accuracy
-from archcompress.evaluate import Budget, EvalContext, Evaluator, ResultStore, make_executor, worker_state
+from archcompress.evaluate import Budget, Evaluator, ResultStore, make_executor
 from archcompress.search import RandomSearch, Search
-from archcompress.search.n2n.search import N2NOptions, N2NSearch, TeacherStats
+from archcompress.search.n2n.search import N2NOptions, N2NSearch
+from common import digits_teacher, run_search
 
 RESULTS = Path(__file__).parent / "results" / "n2n_vs_random.json"
-
-
-def run(search: Search, evaluator: Evaluator, evaluations: int, reward: Any) -> dict[str, Any]:
-    rewards: list[float] = []
-    started = time.perf_counter()
-    batch = getattr(search, "batch_size", 5)
-    while len(rewards) < evaluations:
-        results = evaluator.evaluate_many(search.propose(min(batch, evaluations - len(rewards))))
-        search.observe(results)
-        rewards.extend(reward(r) for r in results)
-    best_so_far = [max(rewards[: i + 1]) for i in range(len(rewards))]
-    return {
-        "best_reward": max(rewards),
-        "mean_last_50": statistics.fmean(rewards[-50:]),
-        "mean_first_50": statistics.fmean(rewards[:50]),
-        "invalid_or_failed": sum(r == -1.0 for r in rewards),
-        "best_reward_curve": best_so_far[::10],
-        "seconds": time.perf_counter() - started,
-    }
 
 
 def main() -> None:
@@ -64,17 +42,10 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="archcompress-n2n-"))
     os.environ["ARCHCOMPRESS_HOME"] = str(work / "home")
-    teacher_path = work / "teacher.pt"
-    print("training the teacher (vgg11 width 0.25, digits, 15 epochs) ...")
-    train_teacher("vgg11", "digits", teacher_path, model_kwargs={"width": 0.25},
-                  train=TrainConfig(epochs=15, augment=False))  # fmt: skip
-    sha = archcompress.load_teacher(teacher_path).sha256
-    budget = Budget(epochs=args.epochs)
-    context = EvalContext(str(teacher_path), sha, "digits", DataOptions(), budget, str(work / "home" / "logits"))
-    state = worker_state(context)
-    space = state.space
-    teacher_accuracy = evaluate_accuracy(state.teacher.model, state.splits.val, torch.device("cpu"))
-    stats = TeacherStats(teacher_accuracy, space.teacher_cost.params, space.teacher_cost.macs)
+    bench = digits_teacher(work, "vgg11", 0.25, Budget(epochs=args.epochs))
+    context, space, stats = bench.context, bench.state.space, bench.stats
+    budget = context.budget
+    teacher_accuracy = stats.accuracy
     scorer = N2NSearch(space, N2NOptions(), stats, args.evaluations, 0)  # only its reward function is used
 
     per_seed: list[dict[str, Any]] = []
@@ -89,7 +60,8 @@ def main() -> None:
                 else RandomSearch(space, seed)
             )
             print(f"seed {seed}: {name} search, {args.evaluations} evaluations ...")
-            row[name] = run(search, evaluator, args.evaluations, scorer.reward)
+            row[name] = run_search(search, evaluator, args.evaluations, scorer.reward)
+            row[name]["best_reward_curve"] = row[name]["best_reward_curve"][::10]
             print(f"  best reward {row[name]['best_reward']:.4f}, mean of last 50 {row[name]['mean_last_50']:.4f}, "
                   f"{row[name]['seconds']:.0f}s")  # fmt: skip
         per_seed.append(row)

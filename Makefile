@@ -43,6 +43,8 @@ test: lint typecheck pytest
 bench: $(STAMP)
 	$(BIN)/python benchmarks/space.py
 	$(BIN)/python benchmarks/evaluate.py
+	$(BIN)/python benchmarks/n2n_vs_random.py
+	$(BIN)/python benchmarks/n2n_transfer.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -77,3 +77,18 @@ def test_paper_preset_uses_the_authors_settings(teacher: Path, tmp_path: Path, m
     assert config["n2n"]["shrink_lr"] == 0.1 and config["n2n"]["rollouts"] == 3
     assert config["candidate"]["init"] == "scratch" and config["candidate"]["epochs"] == 5
     assert config["candidate"]["schedule"] == "none" and config["candidate"]["lr"] == 5e-4
+
+
+def test_ratios_and_min_channels_widen_the_space(
+    teacher: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ARCHCOMPRESS_HOME", str(tmp_path / "home"))
+    base = ["compress", str(teacher), "--budget", "1", "--epochs", "1", "--subset", "100", "--final-epochs", "1"]
+    refused = runner.invoke(app, [*base, "--target", "60x", "--out", str(tmp_path / "a")])
+    assert refused.exit_code == 2 and "out of reach" in refused.output
+    run = tmp_path / "b"
+    wide = ["--ratios", "0.05,0.1,0.25,0.5,1", "--min-channels", "1", "--target", "60x", "--out", str(run)]
+    result = runner.invoke(app, [*base, *wide])
+    assert result.exit_code == 0, result.output
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["space"]["min_channels"] == 1 and config["space"]["ratios"] == [0.05, 0.1, 0.25, 0.5, 1.0]

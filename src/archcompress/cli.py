@@ -285,6 +285,7 @@ def compress(
     min_accuracy: Annotated[float | None, typer.Option(help="n2n: minimum val accuracy (0-1).")] = None,
     policy: Annotated[Path | None, typer.Option(help="n2n: start from the policies/ of an earlier run.")] = None,
     ratios: Annotated[str | None, typer.Option(help="Width ratios to choose from, e.g. 0.05,0.1,0.25,0.5,1")] = None,
+    min_channels: Annotated[int, typer.Option(help="A shrunk layer keeps at least this many channels.")] = 10,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from where it stopped.")] = False,
     config: Annotated[Path | None, typer.Option(help="Repeat a run from its config.yaml.")] = None,
 ) -> None:
@@ -323,7 +324,9 @@ def compress(
         )  # fmt: skip
         if preset == "paper":
             n2n = replace(n2n, shrink_lr=PAPER_SHRINK_LR)
-        space = SpaceOptions(ratios=parse_ratios(ratios)) if ratios else SpaceOptions()
+        space = SpaceOptions(min_channels=min_channels)
+        if ratios:
+            space = replace(space, ratios=parse_ratios(ratios))
         settings = CompressConfig(
             teacher=teacher, out=str(out), dataset=dataset, method=method, budget=budget,
             target=parse_target(target), preset=preset, seed=seed, device=device, executor=executor,

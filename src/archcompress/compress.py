@@ -21,7 +21,7 @@ from archcompress import __version__
 from archcompress.checkpoint import Teacher, load_teacher
 from archcompress.config import CompressConfig
 from archcompress.data import load_dataset
-from archcompress.distill import CachedLogits, evaluate_accuracy, fit, make_distill_loss
+from archcompress.distill import CachedLogits, evaluate_accuracy, fit
 from archcompress.errors import ArchcompressError
 from archcompress.evaluate import EvalContext, Evaluator, Result, ResultStore, make_executor, worker_state
 from archcompress.evaluate.worker import WorkerState, training_logits
@@ -236,8 +236,7 @@ def _final_distillation(
     if budget.subset is not None and not budget.augment:
         # candidate targets cover the training subset only; the final student trains on every sample
         targets = CachedLogits(training_logits(state.context, state.teacher, state.splits, device))
-    loss = make_distill_loss(budget.loss, targets, hard_weight=budget.hard_weight, temperature=budget.temperature,
-                             alpha=budget.alpha)  # fmt: skip
+    loss = budget.loss_fn(targets)
     train_config = replace(budget.train_config(config.seed), epochs=config.final_epochs, max_steps=None)
     started = time.perf_counter()
     fit(built.module, state.splits.train, None, loss, train_config, device)
@@ -266,8 +265,7 @@ def _report(
     search_seconds: float,
     total_seconds: float,
 ) -> dict[str, Any]:
-    device = resolve_device(config.device)
-    teacher_test = evaluate_accuracy(state.teacher.model, state.splits.test, device)
+    teacher_test = evaluate_accuracy(state.teacher.model, state.splits.test, state.device)
     teacher_cost = state.space.teacher_cost
     params = teacher_cost.params
     ranked = sorted((r for r in results if r.ok), key=lambda r: -result_reward(r, teacher_val, params))

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from archcompress.distill import DistillLoss, TrainConfig
+from archcompress.distill import DistillLoss, LossFn, TeacherTargets, TrainConfig, make_distill_loss
 from archcompress.distill.trainer import Optimizer, Schedule
 from archcompress.errors import ArchcompressError
 
@@ -58,6 +58,12 @@ class Budget:
     def key(self) -> str:
         """Canonical text of every field: equal budgets, equal keys (the store's ``budget`` column)."""
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    def loss_fn(self, targets: TeacherTargets) -> LossFn:
+        """The distillation loss of this budget, bound to a source of teacher logits."""
+        return make_distill_loss(
+            self.loss, targets, hard_weight=self.hard_weight, temperature=self.temperature, alpha=self.alpha
+        )
 
     def train_config(self, seed: int) -> TrainConfig:
         """The trainer settings for one evaluation."""

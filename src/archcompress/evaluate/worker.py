@@ -25,7 +25,6 @@ from archcompress.distill import (
     cached_teacher_logits,
     evaluate_accuracy,
     fit,
-    make_distill_loss,
     split_key,
 )
 from archcompress.errors import first_line
@@ -168,9 +167,7 @@ def run_job(
     outcome = {"params": built.params, "macs": built.macs, "inherited_layers": built.inherited,
                "fresh_layers": built.fresh}  # fmt: skip
     budget = context.budget
-    loss = make_distill_loss(
-        budget.loss, state.targets, hard_weight=budget.hard_weight, temperature=budget.temperature, alpha=budget.alpha
-    )
+    loss = budget.loss_fn(state.targets)
     started = time.perf_counter()
     try:
         fit(built.module, state.train, None, loss, budget.train_config(seed), state.device)

@@ -14,9 +14,10 @@ import archcompress
 from archcompress.api import train_teacher
 from archcompress.data import DataOptions
 from archcompress.distill import TrainConfig, evaluate_accuracy
-from archcompress.evaluate import Budget, EvalContext, worker_state
+from archcompress.evaluate import Budget, EvalContext, Evaluator, Result, worker_state
 from archcompress.evaluate.worker import WorkerState
 from archcompress.search import Search
+from archcompress.search.loop import run_search
 from archcompress.search.n2n.search import TeacherStats
 
 
@@ -42,15 +43,17 @@ def digits_teacher(work: Path, model: str, width: float, budget: Budget, epochs:
     return Bench(context, state, TeacherStats(accuracy, cost.params, cost.macs))
 
 
-def run_search(search: Search, evaluator: Any, evaluations: int, reward: Any) -> dict[str, Any]:
-    """Propose, evaluate, observe for ``evaluations`` evaluations; rewards and the best-so-far curve."""
-    rewards: list[float] = []
+def search_summary(search: Search, evaluator: Evaluator, evaluations: int, reward: Any) -> dict[str, Any]:
+    """Run the library's search loop for ``evaluations`` distinct candidates; rewards and the best-so-far curve.
+
+    Rewards are listed per distinct candidate in the order first seen (a repeated proposal is free).
+    """
     started = time.perf_counter()
-    batch = getattr(search, "batch_size", 5)
-    while len(rewards) < evaluations:
-        results = evaluator.evaluate_many(search.propose(min(batch, evaluations - len(rewards))))
-        search.observe(results)
-        rewards.extend(reward(r) for r in results)
+    results = run_search(search, evaluator, evaluations, batch=getattr(search, "batch_size", 5))
+    first: dict[str, Result] = {}
+    for result in results:
+        first.setdefault(result.candidate_hash, result)
+    rewards = [reward(r) for r in first.values()]
     best_so_far = [max(rewards[: i + 1]) for i in range(len(rewards))]
     return {
         "best_reward": max(rewards),
@@ -59,5 +62,6 @@ def run_search(search: Search, evaluator: Any, evaluations: int, reward: Any) ->
         "mean_first_25": statistics.fmean(rewards[:25]),
         "invalid_or_failed": sum(r == -1.0 for r in rewards),
         "best_reward_curve": best_so_far,
+        "proposals": len(results),
         "seconds": time.perf_counter() - started,
     }

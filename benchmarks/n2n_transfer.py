@@ -26,7 +26,7 @@ import torch
 import archcompress
 from archcompress.evaluate import Budget, Evaluator, ResultStore, make_executor
 from archcompress.search.n2n.search import N2NOptions, N2NSearch
-from common import digits_teacher, run_search
+from common import digits_teacher, search_summary
 
 RESULTS = Path(__file__).parent / "results" / "n2n_transfer.json"
 
@@ -54,7 +54,7 @@ def main() -> None:
     source_search = N2NSearch(source.state.space, N2NOptions(), source.stats, args.source_evaluations, 0)
     source_evaluator = Evaluator(source.context, ResultStore(work / "source.sqlite"), make_executor("inline"),
                                  space=source.state.space)  # fmt: skip
-    source_run = run_search(source_search, source_evaluator, args.source_evaluations, source_search.reward)
+    source_run = search_summary(source_search, source_evaluator, args.source_evaluations, source_search.reward)
     policies = work / "policies"
     policies.mkdir()
     source_search.save_policies(policies)
@@ -68,7 +68,7 @@ def main() -> None:
         for name, options in (("scratch", N2NOptions()), ("transfer", N2NOptions(policy=str(policies)))):
             search = N2NSearch(space, options, target.stats, args.evaluations, seed)
             print(f"seed {seed}: N2N on the target teacher, {name} ...")
-            row[name] = run_search(search, evaluator, args.evaluations, search.reward)
+            row[name] = search_summary(search, evaluator, args.evaluations, search.reward)
         level = row["scratch"]["best_reward"]
         for name in ("scratch", "transfer"):
             row[name]["evaluations_to_scratch_best"] = evaluations_to_reach(row[name]["best_reward_curve"], level)

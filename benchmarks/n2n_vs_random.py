@@ -27,7 +27,7 @@ import archcompress
 from archcompress.evaluate import Budget, Evaluator, ResultStore, make_executor
 from archcompress.search import RandomSearch, Search
 from archcompress.search.n2n.search import N2NOptions, N2NSearch
-from common import digits_teacher, run_search
+from common import digits_teacher, search_summary
 
 RESULTS = Path(__file__).parent / "results" / "n2n_vs_random.json"
 
@@ -60,7 +60,7 @@ def main() -> None:
                 else RandomSearch(space, seed)
             )
             print(f"seed {seed}: {name} search, {args.evaluations} evaluations ...")
-            row[name] = run_search(search, evaluator, args.evaluations, scorer.reward)
+            row[name] = search_summary(search, evaluator, args.evaluations, scorer.reward)
             row[name]["best_reward_curve"] = row[name]["best_reward_curve"][::10]
             print(f"  best reward {row[name]['best_reward']:.4f}, mean of last 50 {row[name]['mean_last_50']:.4f}, "
                   f"{row[name]['seconds']:.0f}s")  # fmt: skip

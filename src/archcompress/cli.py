@@ -256,7 +256,9 @@ def compress(
     teacher: Annotated[str | None, typer.Argument(help="Teacher checkpoint written by train-teacher.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory to create (never overwritten).")] = None,
     dataset: Annotated[str | None, typer.Option(help="Data set [default: the teacher's].")] = None,
-    method: Annotated[str, typer.Option(help="Search method: n2n or random.")] = "random",
+    method: Annotated[
+        str, typer.Option(help="n2n, random, uniform (one width multiplier) or prune (L1 channel pruning).")
+    ] = "random",
     budget: Annotated[int, typer.Option(help="Number of candidate evaluations.")] = 20,
     target: Annotated[str | None, typer.Option(help="Minimum compression, e.g. 10x (teacher/student params).")] = None,
     preset: Annotated[
@@ -272,15 +274,22 @@ def compress(
     workers: Annotated[int, typer.Option(help="Parallel evaluations (process/ray executors).")] = 1,
     ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster instead of a local Ray.")] = None,
     store: Annotated[Path | None, typer.Option(help="A result store shared between runs and methods.")] = None,
+    uniform_depth: Annotated[
+        bool, typer.Option(help="uniform: also cut depth uniformly, crossed with widths.")
+    ] = False,
     data_root: Annotated[Path | None, typer.Option(help="Folder with torchvision data sets.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     rollouts: Annotated[int, typer.Option(help="n2n: rollouts per policy update.")] = 5,
     stage1_share: Annotated[float, typer.Option(help="n2n: share of --budget for stage 1 (removal).")] = 0.5,
     reward: Annotated[str, typer.Option(help="n2n: paper (C(2-C)) or log (log-scale compression).")] = "paper",
-    objective: Annotated[str, typer.Option(help="n2n: compress params or macs.")] = "params",
+    objective: Annotated[
+        str, typer.Option(help="n2n: what C measures: params, macs or latency (CPU, batch 1).")
+    ] = "params",
     constraint: Annotated[str, typer.Option(help="n2n: soft (annealed penalty) or hard (-1).")] = "soft",
-    max_params: Annotated[int | None, typer.Option(help="n2n: parameter limit for the student.")] = None,
+    max_params: Annotated[
+        int | None, typer.Option(help="Parameter limit for the student (n2n constraint; prune: its size).")
+    ] = None,
     max_macs: Annotated[int | None, typer.Option(help="n2n: MAC limit for the student.")] = None,
     min_accuracy: Annotated[float | None, typer.Option(help="n2n: minimum val accuracy (0-1).")] = None,
     policy: Annotated[Path | None, typer.Option(help="n2n: start from the policies/ of an earlier run.")] = None,
@@ -332,7 +341,7 @@ def compress(
             target=parse_target(target), preset=preset, seed=seed, device=device, executor=executor,
             workers=workers, ray_address=ray_address, final_epochs=final_epochs,
             store=str(store) if store else None, data=DataOptions(data_root=data_root), candidate=candidate,
-            space=space, n2n=n2n,
+            space=space, n2n=n2n, uniform_depth=uniform_depth,
         )  # fmt: skip
     settings.validate()
     with SearchProgress(f"{settings.method} search", settings.budget, err_console) as bar:
@@ -396,6 +405,38 @@ def evaluate(
         f"{result.params or 0:,} params, {result.macs or 0:,} MACs, trained in {seconds}"
         + (" (from the store, not retrained)" if result.from_store else "")
     )
+
+
+@app.command()
+@handle_errors
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories written by compress (one or more).")],
+    out: Annotated[
+        Path | None, typer.Option(help="HTML file to write (default: RUN_DIR/report.html; required for several runs).")
+    ] = None,
+) -> None:
+    """Write one self-contained HTML report (tables, Pareto plot, search curve, layer table) for the runs."""
+    from archcompress.report import write_report
+
+    path = write_report(run_dirs, out)
+    console.print(f"report written to {path}")
+
+
+@app.command()
+@handle_errors
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by compress.")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="File to write (default: RUN_DIR/student/model.onnx or model.torchscript.pt)."),
+    ] = None,
+) -> None:
+    """Export the run's student to ONNX (dynamic batch axis) or TorchScript, checked against PyTorch."""
+    from archcompress.export import export_student
+
+    path = export_student(run_dir, fmt, out)
+    console.print(f"student exported to {path}")
 
 
 def main() -> None:

@@ -24,12 +24,16 @@ from archcompress.data import load_dataset
 from archcompress.distill import CachedLogits, evaluate_accuracy, fit
 from archcompress.errors import ArchcompressError
 from archcompress.evaluate import EvalContext, Evaluator, Result, ResultStore, make_executor, worker_state
+from archcompress.evaluate.latency import measure_latency_ms
 from archcompress.evaluate.worker import WorkerState, training_logits
+from archcompress.prune import prune_to_params, to_student
 from archcompress.rundir import CONFIG_FILE, POLICIES_DIR, REPORT_FILE, STORE_FILE, STUDENT_DIR, TENSORBOARD_DIR, RunDir
 from archcompress.runtime import atomic_write_text, resolve_device, seed_everything
 from archcompress.search import RandomSearch, Search, choose_best, result_reward
+from archcompress.search.loop import run_search
 from archcompress.search.n2n.search import N2NSearch, TeacherStats
-from archcompress.space import BuildResult, CompressionSpace, load_student, save_student
+from archcompress.search.uniform import UniformSearch
+from archcompress.space import CompressionSpace, Student, load_student, save_student
 
 log = logging.getLogger("archcompress")
 
@@ -43,13 +47,17 @@ class CompressionResult:
     run_dir: Path
 
 
-def make_search(config: CompressConfig, space: CompressionSpace, teacher_accuracy: float) -> Search:
+def make_search(
+    config: CompressConfig, space: CompressionSpace, teacher_accuracy: float, teacher_latency_ms: float | None = None
+) -> Search:
     """The search object for ``--method``."""
     if config.method == "random":
         return RandomSearch(space, config.seed)
+    if config.method == "uniform":
+        return UniformSearch(space, config.seed, config.target, config.uniform_depth, max(1, config.workers))
     if config.method == "n2n":
         cost = space.teacher_cost
-        teacher = TeacherStats(teacher_accuracy, cost.params, cost.macs)
+        teacher = TeacherStats(teacher_accuracy, cost.params, cost.macs, teacher_latency_ms)
         return N2NSearch(space, config.n2n, teacher, config.budget, config.seed, config.target)
     raise ArchcompressError(f"--method {config.method!r} is not available yet: use random or n2n")
 
@@ -91,12 +99,18 @@ def run_compression(
         budget=config.candidate,
         device=config.device,
         space=config.space,
+        latency=config.n2n.objective == "latency",
     )
     state = worker_state(context)  # also fills the teacher-logit cache before workers start
     space = state.space
-    _check_target_reachable(space, config.target)
+    pruning = config.method == "prune"
+    if not pruning:
+        _check_target_reachable(space, config.target)
     teacher_val = evaluate_accuracy(state.teacher.model, splits.val, device)
-    search = make_search(config, space, teacher_val)  # loads --policy files: may refuse them
+    latency = measure_latency_ms(state.teacher.model, space.input_shape) if context.latency else None
+    # pruning may refuse its target, make_search a --policy file: both before the run directory exists
+    pruned = _pruned_student(state, _prune_target(config, space.teacher_cost.params)) if pruning else None
+    search = None if pruning else make_search(config, space, teacher_val, latency)
     shared = ResultStore(Path(config.store)) if config.store else None  # refuses a corrupt or foreign file
     executor = make_executor(config.executor, config.workers, config.ray_address)
     try:
@@ -112,33 +126,29 @@ def run_compression(
         log.info("teacher %s: val accuracy %.4f, %d params; %r", config.teacher, teacher_val, teacher_params, space)
 
         store = ResultStore(run.file(STORE_FILE))
+        results: list[Result] = []
         try:
-            evaluator = Evaluator(
-                context, store, executor, seed=config.seed, method=config.method, space=space, shared_store=shared
-            )
-            results = _search(
-                config, evaluator, search, teacher_val, teacher_params, run.file(TENSORBOARD_DIR), on_progress
-            )
-            if isinstance(search, N2NSearch):
-                run.file(POLICIES_DIR).mkdir(exist_ok=True)
-                search.save_policies(run.file(POLICIES_DIR))
+            if search is not None:
+                evaluator = Evaluator(
+                    context, store, executor, seed=config.seed, method=config.method, space=space, shared_store=shared
+                )
+                results = _search(
+                    config, evaluator, search, teacher_val, teacher_params, run.file(TENSORBOARD_DIR), on_progress
+                )
+                if isinstance(search, N2NSearch):
+                    run.file(POLICIES_DIR).mkdir(exist_ok=True)
+                    search.save_policies(run.file(POLICIES_DIR))
         finally:
             executor.close()
+        chosen = pruned or _best_candidate(config, state, results, teacher_val)
         search_seconds = time.perf_counter() - started
-
-        best, target_met = choose_best(results, teacher_val, teacher_params, config.target)
-        if best is None:
-            raise ArchcompressError(
-                f"none of the {len(results)} candidates trained successfully (see {run.file('log.txt')}): "
-                "check the budget settings (e.g. a lower --lr) or raise --budget"
-            )
-        if config.target is not None and not target_met:
-            log.warning(
-                "no evaluated candidate reached the %.1fx target; distilling the best one instead", config.target
-            )
-        student, final = _final_distillation(config, state, best, device)
-        save_student(student, run.file(STUDENT_DIR), {"val_accuracy": final["val_accuracy"]})
-        report = _report(config, teacher, state, teacher_val, results, best, final, target_met, search_seconds,
+        target_met = config.target is None or teacher_params / chosen.params >= config.target
+        if not target_met:
+            log.warning("no evaluated candidate reached the %.1fx target; distilling the best one instead",
+                        config.target)  # fmt: skip
+        final = _final_distillation(config, state, chosen, device)
+        save_student(chosen.module, run.file(STUDENT_DIR), {"val_accuracy": final["val_accuracy"], **chosen.metadata})
+        report = _report(config, teacher, state, teacher_val, results, chosen, final, target_met, search_seconds,
                          time.perf_counter() - started)  # fmt: skip
         if isinstance(search, N2NSearch):
             report["n2n"] = {"updates": search.history, "policies": str(run.file(POLICIES_DIR))}
@@ -147,6 +157,60 @@ def run_compression(
             "student: test accuracy %.4f, %.1fx fewer params", final["test_accuracy"], report["compression"]["params"]
         )
         return CompressionResult(load_student(run.file(STUDENT_DIR)), report, run.path)
+
+
+@dataclass
+class ChosenStudent:
+    """The student that gets the final distillation: the best candidate of a search, or the pruned teacher."""
+
+    module: Student
+    params: int
+    macs: int
+    metadata: dict[str, Any]  # stored in arch.json and the report (candidate, or pruning details)
+    search_val_accuracy: float | None = None
+    candidate_hash: str | None = None
+
+
+def _best_candidate(
+    config: CompressConfig, state: WorkerState, results: list[Result], teacher_val: float
+) -> ChosenStudent:
+    params = state.space.teacher_cost.params
+    best, _ = choose_best(results, teacher_val, params, config.target)
+    if best is None:
+        raise ArchcompressError(
+            f"none of the {len(results)} candidates trained successfully (see the run's log.txt): "
+            "check the budget settings (e.g. a lower --lr) or raise --budget"
+        )
+    seed_everything(config.seed)
+    built = state.space.build(best.candidate, inherit=config.candidate.init == "inherit")
+    metadata = {"candidate": best.candidate.to_dict(), "inherited_layers": built.inherited,
+                "fresh_layers": built.fresh}  # fmt: skip
+    return ChosenStudent(built.module, built.params, built.macs, metadata, best.val_accuracy, best.candidate_hash)
+
+
+PRUNE_TOLERANCE = 0.02  # pruning lands within 2% of its target count; aim below the limit by that much
+
+
+def _prune_target(config: CompressConfig, teacher_params: int) -> int:
+    """The parameter count ``--method prune`` prunes to: just below ``--target`` and ``--max-params``."""
+    limits = [math.floor(teacher_params / config.target)] if config.target else []
+    if config.n2n.max_params:
+        limits.append(config.n2n.max_params)
+    if not limits:
+        raise ArchcompressError("--method prune needs a size to prune to: give --target (e.g. 10x) or --max-params")
+    return math.floor(min(limits) * (1.0 - PRUNE_TOLERANCE))
+
+
+def _pruned_student(state: WorkerState, target_params: int) -> ChosenStudent:
+    """L1 channel pruning of the teacher (Torch-Pruning) to ``target_params``, as a student to distil."""
+    shape = state.space.input_shape
+    example = torch.zeros(1, *shape).to(state.device)
+    pruned = prune_to_params(state.teacher.model, example, target_params, tolerance=PRUNE_TOLERANCE)
+    log.info("pruned the teacher: %.1f%% of each layer's channels removed, %d params", 100 * pruned.ratio,
+             pruned.params)  # fmt: skip
+    module = to_student(pruned.module.cpu(), shape)
+    metadata = {"method": "prune", "pruning_ratio": pruned.ratio, "target_params": target_params}
+    return ChosenStudent(module, pruned.params, pruned.macs, metadata)
 
 
 def _check_target_reachable(space: CompressionSpace, target: float | None) -> None:
@@ -179,13 +243,12 @@ def _search(
     tensorboard: Path,
     on_progress: Callable[[SearchStatus], None] | None,
 ) -> list[Result]:
-    """Propose, evaluate (in parallel batches), observe, until the budget is spent.
+    """Run the search loop (:func:`~archcompress.search.loop.run_search`) until the budget is spent.
 
     Every evaluation and every policy update is logged to ``log.txt`` and to TensorBoard event files.
     """
     from torch.utils.tensorboard import SummaryWriter
 
-    results: list[Result] = []
     batch = getattr(search, "batch_size", max(1, config.workers))  # N2N: its rollouts per update
     status = SearchStatus(teacher_params, 0, None, None, -math.inf)
     started = time.perf_counter()
@@ -211,27 +274,24 @@ def _search(
         if on_progress:
             on_progress(status)
 
+    def updated(batch_results: list[Result]) -> None:
+        for name, value in (getattr(search, "history", None) or [{}])[-1].items():
+            if name != "iteration":
+                writer.add_scalar(f"policy/{name}", value, status.done)
+
     try:
-        while len(results) < config.budget:
-            proposals = search.propose(min(batch, config.budget - len(results)))
-            batch_results = evaluator.evaluate_many(proposals, on_result=record)
-            search.observe(batch_results)
-            results.extend(batch_results)
-            for name, value in (getattr(search, "history", None) or [{}])[-1].items():
-                if name != "iteration":
-                    writer.add_scalar(f"policy/{name}", value, len(results))
+        return run_search(search, evaluator, config.budget, batch=batch, on_result=record, on_update=updated)
     finally:
         writer.close()
-    return results
 
 
 def _final_distillation(
-    config: CompressConfig, state: WorkerState, best: Result, device: torch.device
-) -> tuple[BuildResult, dict[str, Any]]:
-    """Distil the chosen candidate for ``final_epochs`` on the whole training set, then test it once."""
+    config: CompressConfig, state: WorkerState, chosen: ChosenStudent, device: torch.device
+) -> dict[str, Any]:
+    """Distil the chosen student for ``final_epochs`` on the whole training set, then test it once."""
     budget = config.candidate
     seed_everything(config.seed)
-    built = state.space.build(best.candidate, inherit=budget.init == "inherit")
+    module = chosen.module
     targets = state.targets
     if budget.subset is not None and not budget.augment:
         # candidate targets cover the training subset only; the final student trains on every sample
@@ -239,18 +299,16 @@ def _final_distillation(
     loss = budget.loss_fn(targets)
     train_config = replace(budget.train_config(config.seed), epochs=config.final_epochs, max_steps=None)
     started = time.perf_counter()
-    fit(built.module, state.splits.train, None, loss, train_config, device)
+    fit(module, state.splits.train, None, loss, train_config, device)
     final = {
-        "val_accuracy": evaluate_accuracy(built.module, state.splits.val, device),
-        "test_accuracy": evaluate_accuracy(built.module, state.splits.test, device),
+        "val_accuracy": evaluate_accuracy(module, state.splits.val, device),
+        "test_accuracy": evaluate_accuracy(module, state.splits.test, device),
         "train_seconds": time.perf_counter() - started,
-        "params": built.params,
-        "macs": built.macs,
-        "inherited_layers": built.inherited,
-        "fresh_layers": built.fresh,
+        "params": chosen.params,
+        "macs": chosen.macs,
     }
-    built.module.cpu()
-    return built, final
+    module.cpu()
+    return final
 
 
 def _report(
@@ -259,7 +317,7 @@ def _report(
     state: WorkerState,
     teacher_val: float,
     results: list[Result],
-    best: Result,
+    chosen: ChosenStudent,
     final: dict[str, Any],
     target_met: bool,
     search_seconds: float,
@@ -288,15 +346,16 @@ def _report(
             "test_accuracy": teacher_test,
         },
         "student": {
-            "candidate": best.candidate.to_dict(),
-            "candidate_hash": best.candidate_hash,
-            "search_val_accuracy": best.val_accuracy,
+            **chosen.metadata,
+            "candidate_hash": chosen.candidate_hash,
+            "search_val_accuracy": chosen.search_val_accuracy,
             **final,
         },
         "compression": {"params": params / final["params"], "macs": teacher_cost.macs / max(final["macs"], 1)},
         "target": {"ratio": config.target, "met": target_met},
         "search": {
-            "evaluations": len(results),
+            "evaluations": len({r.candidate_hash for r in results}),  # distinct candidates: the budget
+            "proposals": len(results),
             "statuses": statuses,
             "from_store": sum(r.from_store for r in results),
             "seconds": search_seconds,

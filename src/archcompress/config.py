@@ -22,7 +22,7 @@ from archcompress.errors import ArchcompressError
 from archcompress.evaluate import EXECUTORS, Budget, SpaceOptions
 from archcompress.search.n2n.search import N2NOptions
 
-METHODS = ("random", "n2n")
+METHODS = ("n2n", "random", "uniform", "prune")
 PRESETS = ("fast", "paper")
 
 
@@ -44,6 +44,7 @@ class CompressConfig:
     ray_address: str | None = None
     final_epochs: int = 10
     store: str | None = None  # a shared result store; None: RUN/store.sqlite
+    uniform_depth: bool = False  # uniform: also cut depth uniformly (every k-th layer), crossed with the widths
     data: DataOptions = field(default_factory=DataOptions)
     candidate: Budget = field(default_factory=Budget)
     space: SpaceOptions = field(default_factory=SpaceOptions)
@@ -63,6 +64,8 @@ class CompressConfig:
             raise ArchcompressError(f"--executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         if self.workers < 1:
             raise ArchcompressError(f"--workers must be at least 1, got {self.workers}")
+        if self.method == "prune" and self.target is None and not self.n2n.max_params:
+            raise ArchcompressError("--method prune needs a size to prune to: give --target (e.g. 10x) or --max-params")
         if self.preset not in PRESETS:
             raise ArchcompressError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         self.candidate.validate()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from archcompress.evaluate.executors import Executor, Job
+from archcompress.evaluate.latency import measure_latency_ms
 from archcompress.evaluate.store import ResultKey, ResultStore, StoredResult
 from archcompress.evaluate.worker import EvalContext, EvalOutcome, worker_state
 from archcompress.space import Candidate, CompressionSpace
@@ -24,6 +26,7 @@ class Result:
     train_seconds: float | None
     seed: int
     from_store: bool  # True when an earlier evaluation was reused instead of training again
+    latency_ms: float | None = None  # CPU latency at batch 1, measured when the context asks for it
 
     @property
     def ok(self) -> bool:
@@ -119,7 +122,9 @@ class Evaluator:
         return stored
 
     def _record(self, candidate: Candidate, digest: str, outcome: EvalOutcome) -> Result:
-        extra = {"inherited_layers": outcome.inherited_layers, "fresh_layers": outcome.fresh_layers}
+        extra: dict[str, Any] = {"inherited_layers": outcome.inherited_layers, "fresh_layers": outcome.fresh_layers}
+        if outcome.latency_ms is not None:
+            extra["latency_ms"] = outcome.latency_ms
         stored = StoredResult(
             key=self.key(digest),
             status=outcome.status,
@@ -136,8 +141,14 @@ class Evaluator:
             if store is not None:
                 store.put(stored)
         return Result(candidate, digest, outcome.status, outcome.val_accuracy, outcome.params, outcome.macs,
-                      outcome.train_seconds, self.seed, from_store=False)  # fmt: skip
+                      outcome.train_seconds, self.seed, from_store=False, latency_ms=outcome.latency_ms)  # fmt: skip
 
     def _from_store(self, candidate: Candidate, stored: StoredResult) -> Result:
+        latency = stored.extra.get("latency_ms")
+        if self.context.latency and latency is None and stored.status == "ok":
+            # evaluated earlier without a latency measurement: measure it now (no training needed)
+            latency = measure_latency_ms(self.space.build(candidate, inherit=False).module, self.space.input_shape)
+            stored = replace(stored, extra={**stored.extra, "latency_ms": latency})
+            self.store.put(stored)
         return Result(candidate, stored.key.candidate_hash, stored.status, stored.val_accuracy, stored.params,
-                      stored.macs, stored.train_seconds, self.seed, from_store=True)  # fmt: skip
+                      stored.macs, stored.train_seconds, self.seed, from_store=True, latency_ms=latency)  # fmt: skip

@@ -29,6 +29,7 @@ from archcompress.distill import (
 )
 from archcompress.errors import first_line
 from archcompress.evaluate.budget import Budget
+from archcompress.evaluate.latency import measure_latency_ms
 from archcompress.runtime import cache_home, resolve_device, seed_everything
 from archcompress.space import DEFAULT_MIN_CHANNELS, DEFAULT_RATIOS, Candidate, CompressionSpace
 
@@ -54,6 +55,7 @@ class EvalContext:
     cache_dir: str = field(default_factory=lambda: str(cache_home() / "logits"))  # teacher-logit cache
     device: str = "cpu"
     space: SpaceOptions = field(default_factory=SpaceOptions)
+    latency: bool = False  # also measure each student's CPU latency (``--objective latency``)
 
     def fingerprint(self) -> str:
         """Identifies the set-up work (teacher, data, space, budget) a worker can reuse between jobs."""
@@ -72,6 +74,7 @@ class EvalOutcome:
     train_seconds: float | None = None
     inherited_layers: int | None = None
     fresh_layers: int | None = None
+    latency_ms: float | None = None
 
 
 @dataclass
@@ -176,4 +179,6 @@ def run_job(
         return EvalOutcome(status="diverged", train_seconds=time.perf_counter() - started, **outcome)
     except (MemoryError, torch.OutOfMemoryError) as exc:
         return EvalOutcome(status=f"failed: out of memory ({first_line(exc)})", **outcome)
-    return EvalOutcome(status="ok", val_accuracy=accuracy, train_seconds=time.perf_counter() - started, **outcome)
+    seconds = time.perf_counter() - started
+    latency = measure_latency_ms(built.module, space.input_shape) if context.latency else None
+    return EvalOutcome(status="ok", val_accuracy=accuracy, train_seconds=seconds, latency_ms=latency, **outcome)

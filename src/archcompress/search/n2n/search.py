@@ -24,6 +24,7 @@ from archcompress.search.reward import INVALID_REWARD, annealed_penalty, log_com
 from archcompress.space import FEATURE_SCHEMA, Candidate, CompressionSpace
 
 PAPER_SHRINK_LR = 0.1  # [N2N code]; the paper preset uses it, the default is the safer SHRINK_LR
+OBJECTIVES = ("params", "macs", "latency")
 REMOVAL_FILE = "removal.pt"
 SHRINK_FILE = "shrink.pt"
 
@@ -39,7 +40,7 @@ class N2NOptions:
     baseline_decay: float = 0.9
     entropy_weight: float = 0.0
     reward: Literal["paper", "log"] = "paper"  # log: compression on a log scale, for targets past ~10x
-    objective: Literal["params", "macs"] = "params"  # what the compression term C measures
+    objective: Literal["params", "macs", "latency"] = "params"  # what the compression term C measures
     constraint: Literal["soft", "hard"] = "soft"  # soft: [N2N code] annealed penalty; hard: -1
     max_params: int | None = None
     max_macs: int | None = None
@@ -52,8 +53,10 @@ class N2NOptions:
             raise ArchcompressError(f"--rollouts must be at least 1, got {self.rollouts}")
         if not 0.0 < self.stage1_share < 1.0:
             raise ArchcompressError(f"--stage1-share must be between 0 and 1, got {self.stage1_share}")
-        if self.reward not in ("paper", "log") or self.objective not in ("params", "macs"):
-            raise ArchcompressError("--reward must be paper or log, and --objective params or macs")
+        if self.reward not in ("paper", "log"):
+            raise ArchcompressError(f"--reward must be paper or log, got {self.reward!r}")
+        if self.objective not in OBJECTIVES:
+            raise ArchcompressError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if self.constraint not in ("soft", "hard"):
             raise ArchcompressError(f"--constraint must be soft or hard, got {self.constraint!r}")
 
@@ -65,6 +68,15 @@ class TeacherStats:
     accuracy: float  # on val
     params: int
     macs: int
+    latency_ms: float | None = None  # CPU batch-1 latency; needed by ``objective="latency"``
+
+    def size(self, objective: str) -> float:
+        """The teacher's size under ``objective`` (params, MACs or milliseconds)."""
+        if objective == "latency":
+            if self.latency_ms is None:
+                raise ArchcompressError("objective latency needs the teacher's measured latency")
+            return self.latency_ms
+        return float(self.params if objective == "params" else self.macs)
 
 
 class N2NSearch:
@@ -101,13 +113,22 @@ class N2NSearch:
             self.removal, options.removal_lr, options.baseline_decay, options.entropy_weight
         )
         self.shrink_trainer = Reinforce(self.shrink, options.shrink_lr, options.baseline_decay, options.entropy_weight)
-        self.max_ratio = target or space.max_compression(options.objective)
+        # --target is a params ratio; latency has no analytic minimum, so the smallest student's MAC ratio
+        # stands in for it
+        analytic = "params" if options.objective == "params" else "macs"
+        self.max_ratio = (target if analytic == "params" else None) or space.max_compression(analytic)
+        teacher.size(options.objective)  # fails early when latency is asked for but was not measured
         self.iteration = 0
-        self.evaluations = 0
+        self._seen: set[str] = set()  # distinct candidates observed: what the stage split counts
         self.history: list[dict[str, float]] = []
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (log_prob, entropy) per proposal
         self._best_stage1: tuple[float, Candidate] | None = None
         self._stage2_units: list[int] | None = None
+
+    @property
+    def evaluations(self) -> int:
+        """Distinct candidates observed so far (a repeated rollout is free: it comes from the store)."""
+        return len(self._seen)
 
     @property
     def stage(self) -> int:
@@ -162,11 +183,10 @@ class N2NSearch:
 
     def reward(self, result: Result) -> float:
         """``R = Rc * Ra`` with constraints; -1 for students that did not train (invalid, diverged, failed)."""
-        if not result.ok or result.val_accuracy is None or not result.params or not result.macs:
+        student_size = _student_size(result, self.options.objective)
+        if not result.ok or result.val_accuracy is None or not student_size:
             return INVALID_REWARD
-        teacher_size = self.teacher.params if self.options.objective == "params" else self.teacher.macs
-        student_size = result.params if self.options.objective == "params" else result.macs
-        ratio = teacher_size / student_size
+        ratio = self.teacher.size(self.options.objective) / student_size
         c = log_compression(ratio, self.max_ratio) if self.options.reward == "log" else 1.0 - 1.0 / ratio
         reward = c * (2.0 - c) * (result.val_accuracy / self.teacher.accuracy)
         if self._violates(result):
@@ -201,7 +221,7 @@ class N2NSearch:
         self.history.append({"iteration": self.iteration, "stage": stage, "mean_reward": sum(rewards) / len(rewards),
                              "best_reward": max(rewards), **{k: float(v) for k, v in stats.items()}})  # fmt: skip
         self.iteration += 1
-        self.evaluations += len(results)
+        self._seen.update(r.candidate_hash for r in results)
         self._pending = []
 
     # --- transfer ------------------------------------------------------------------------------------
@@ -220,6 +240,12 @@ class N2NSearch:
             }
             with atomic_open(directory / name, "wb") as handle:
                 torch.save(payload, handle)
+
+
+def _student_size(result: Result, objective: str) -> float | None:
+    if objective == "latency":
+        return result.latency_ms
+    return result.params if objective == "params" else result.macs
 
 
 def load_policies(directory: Path, removal: nn.Module, shrink: nn.Module, space: CompressionSpace) -> None:

@@ -26,7 +26,8 @@ demo: $(STAMP)
 		--subset 600 --final-epochs 8 --target 10x --seed 0 --out $(DEMO)/run
 	@echo ""
 	@echo "Demo finished. Teacher: $(DEMO)/teacher.pt"
-	@echo "Student: $(DEMO)/run/student (load with archcompress.load_student), report: $(DEMO)/run/report.json"
+	@echo "Student: $(DEMO)/run/student (load with archcompress.load_student)"
+	@echo "Report:  $(DEMO)/run/report.html (figures in report.json, curves in $(DEMO)/run/tb)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

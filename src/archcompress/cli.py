@@ -365,7 +365,8 @@ def compress(
     )
     if report["target"]["ratio"] and not report["target"]["met"]:
         err_console.print(f"[yellow]warning:[/] no candidate reached the {report['target']['ratio']:g}x target")
-    console.print(f"run directory: {outcome.run_dir}  (student in {outcome.run_dir / 'student'}, report.json)")
+    console.print(f"run directory: {outcome.run_dir}  (student in {outcome.run_dir / 'student'})")
+    console.print(f"report: {outcome.run_dir / 'report.html'}")
 
 
 @app.command()

@@ -27,7 +27,17 @@ from archcompress.evaluate import EvalContext, Evaluator, Result, ResultStore, m
 from archcompress.evaluate.latency import measure_latency_ms
 from archcompress.evaluate.worker import WorkerState, training_logits
 from archcompress.prune import prune_to_params, to_student
-from archcompress.rundir import CONFIG_FILE, POLICIES_DIR, REPORT_FILE, STORE_FILE, STUDENT_DIR, TENSORBOARD_DIR, RunDir
+from archcompress.report import enrich_report, write_report
+from archcompress.rundir import (
+    CONFIG_FILE,
+    POLICIES_DIR,
+    REPORT_FILE,
+    REPORT_HTML,
+    STORE_FILE,
+    STUDENT_DIR,
+    TENSORBOARD_DIR,
+    RunDir,
+)
 from archcompress.runtime import atomic_write_text, resolve_device, seed_everything
 from archcompress.search import RandomSearch, Search, choose_best, result_reward
 from archcompress.search.loop import run_search
@@ -152,7 +162,10 @@ def run_compression(
                          time.perf_counter() - started)  # fmt: skip
         if isinstance(search, N2NSearch):
             report["n2n"] = {"updates": search.history, "policies": str(run.file(POLICIES_DIR))}
+        # latency (onnxruntime), file size and the per-layer table; then the HTML report from it all
+        report = enrich_report(report, state.teacher.model, chosen.module, space.input_shape, space=space)
         run.write_json(REPORT_FILE, report)
+        write_report([run.path], run.file(REPORT_HTML))
         log.info(
             "student: test accuracy %.4f, %.1fx fewer params", final["test_accuracy"], report["compression"]["params"]
         )

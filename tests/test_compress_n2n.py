@@ -95,3 +95,22 @@ def test_ratios_and_min_channels_widen_the_space(
     assert result.exit_code == 0, result.output
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["space"]["min_channels"] == 1 and config["space"]["ratios"] == [0.05, 0.1, 0.25, 0.5, 1.0]
+
+
+def test_latency_objective_measures_every_student_and_the_teacher(
+    teacher: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from archcompress.evaluate import ResultStore
+
+    monkeypatch.setenv("ARCHCOMPRESS_HOME", str(tmp_path / "home"))
+    run = tmp_path / "run"
+    args = ["compress", str(teacher), "--method", "n2n", "--objective", "latency", "--budget", "4", "--rollouts",
+            "2", "--epochs", "1", "--subset", "100", "--final-epochs", "1", "--keep-pooling", "--out", str(run)]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["n2n"]["objective"] == "latency" and config["space"]["remove_pooling"] is False
+    rows = [r for r in ResultStore(run / "store.sqlite").query() if r.status == "ok"]
+    assert rows and all(r.extra["latency_ms"] > 0 for r in rows)
+    report = json.loads((run / "report.json").read_text())
+    assert all(u["mean_reward"] >= -1.0 for u in report["n2n"]["updates"])

@@ -295,6 +295,9 @@ def compress(
     policy: Annotated[Path | None, typer.Option(help="n2n: start from the policies/ of an earlier run.")] = None,
     ratios: Annotated[str | None, typer.Option(help="Width ratios to choose from, e.g. 0.05,0.1,0.25,0.5,1")] = None,
     min_channels: Annotated[int, typer.Option(help="A shrunk layer keeps at least this many channels.")] = 10,
+    keep_pooling: Annotated[
+        bool, typer.Option(help="Never remove max-pooling layers (removing one saves no params, adds MACs).")
+    ] = False,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from where it stopped.")] = False,
     config: Annotated[Path | None, typer.Option(help="Repeat a run from its config.yaml.")] = None,
 ) -> None:
@@ -333,7 +336,7 @@ def compress(
         )  # fmt: skip
         if preset == "paper":
             n2n = replace(n2n, shrink_lr=PAPER_SHRINK_LR)
-        space = SpaceOptions(min_channels=min_channels)
+        space = SpaceOptions(min_channels=min_channels, remove_pooling=not keep_pooling)
         if ratios:
             space = replace(space, ratios=parse_ratios(ratios))
         settings = CompressConfig(

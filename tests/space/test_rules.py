@@ -40,3 +40,14 @@ def test_rules_are_an_option(teacher_space) -> None:
     space = CompressionSpace.from_model(teacher, (1, 28, 28), rules=RemovalRules(linear=True))
     linears = [u for u in space.units if u.kind == "linear"]
     assert [u.removable for u in linears] == [True, True, False]  # the classifier still stays
+
+
+def test_max_pooling_can_be_kept(teacher_space) -> None:
+    from archcompress.evaluate import SpaceOptions
+
+    teacher, default = teacher_space("vgg11", (1, 28, 28))
+    kept = SpaceOptions(remove_pooling=False).space_of(teacher, (1, 28, 28))
+    pools = [u.index for u in default.units if u.kind == "pool"]
+    assert pools and all(default.units[i].removable for i in pools)
+    assert not any(kept.units[i].removable for i in pools)
+    assert len(kept.removable_units) == len(default.removable_units) - len(pools)

@@ -31,7 +31,7 @@ from archcompress.errors import first_line
 from archcompress.evaluate.budget import Budget
 from archcompress.evaluate.latency import measure_latency_ms
 from archcompress.runtime import cache_home, resolve_device, seed_everything
-from archcompress.space import DEFAULT_MIN_CHANNELS, DEFAULT_RATIOS, Candidate, CompressionSpace
+from archcompress.space import DEFAULT_MIN_CHANNELS, DEFAULT_RATIOS, Candidate, CompressionSpace, RemovalRules
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,18 @@ class SpaceOptions:
     ratios: tuple[float, ...] = DEFAULT_RATIOS
     kernel_ratios: tuple[float, ...] | None = None
     min_channels: int = DEFAULT_MIN_CHANNELS
+    remove_pooling: bool = True  # False: max-pooling units stay (cheaper students on small inputs)
+
+    def space_of(self, model: torch.nn.Module, input_shape: tuple[int, ...]) -> CompressionSpace:
+        """The compression space of ``model`` under these options."""
+        return CompressionSpace.from_model(
+            model,
+            input_shape,
+            ratios=self.ratios,
+            kernel_ratios=self.kernel_ratios,
+            min_channels=self.min_channels,
+            rules=RemovalRules(max_pool=self.remove_pooling),
+        )
 
 
 @dataclass(frozen=True)
@@ -106,13 +118,7 @@ def worker_state(context: EvalContext, logits: torch.Tensor | None = None) -> Wo
     device = resolve_device(context.device)
     teacher = load_teacher(context.teacher_path)
     splits = load_dataset(context.dataset, context.data)
-    space = CompressionSpace.from_model(
-        teacher.model,
-        teacher.meta.input_shape,
-        ratios=context.space.ratios,
-        kernel_ratios=context.space.kernel_ratios,
-        min_channels=context.space.min_channels,
-    )
+    space = context.space.space_of(teacher.model, teacher.meta.input_shape)
     train: Split = splits.train
     budget = context.budget
     targets: TeacherTargets

@@ -139,7 +139,6 @@ class _Loader:
     def space(self, run: RunRecord) -> Any:
         """The teacher's ``CompressionSpace`` with the run's space options, or None."""
         from archcompress.config import CompressConfig
-        from archcompress.space import CompressionSpace
 
         teacher = self.teacher(run)
         if teacher is None:
@@ -150,13 +149,7 @@ class _Loader:
             run.notes.append(f"{CONFIG_FILE} not read ({first_line(exc)}): layer table omitted")
             return None
         key = ("space", str(teacher.path), repr(options))
-        return self.cached(
-            key,
-            lambda: CompressionSpace.from_model(
-                teacher.model, teacher.meta.input_shape, ratios=options.ratios, kernel_ratios=options.kernel_ratios,
-                min_channels=options.min_channels,
-            ),
-        )  # fmt: skip
+        return self.cached(key, lambda: options.space_of(teacher.model, teacher.meta.input_shape))
 
     def measured(self, run: RunRecord, who: str) -> dict[str, Any] | None:
         """``report[who]["measured"]``, else measured now (``who`` is teacher or student), else None."""

@@ -23,6 +23,7 @@ class RemovalRules:
     strided_conv: bool = False  # a conv with stride > 1 in any dimension
     linear: bool = False  # any fully connected layer
     avg_pool: bool = False  # average pooling with a fixed window
+    max_pool: bool = True  # max pooling (removing one multiplies every later layer's MACs, saves no params)
     body_layers: bool = True  # layers inside a residual block's body
     identity_blocks: bool = True  # a whole residual block whose shortcut is the identity
 
@@ -37,8 +38,8 @@ class RemovalRules:
             return self.strided_conv
         if isinstance(head, LinearSpec):
             return self.linear
-        if isinstance(head, PoolSpec) and head.mode == "avg":
-            return self.avg_pool
+        if isinstance(head, PoolSpec):
+            return self.avg_pool if head.mode == "avg" else self.max_pool
         # flatten and global pooling hold the classifier's input size together
         return head.op not in ("flatten", AdaptivePoolSpec.op)
 

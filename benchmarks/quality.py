@@ -1,0 +1,267 @@
+"""Quality at a fixed budget: every method on one teacher, the same evaluations and final distillation.
+
+Each (method, target, seed) is one real ``archcompress.compress`` run (its run directory is kept under
+``--work``, so an interrupted benchmark resumes where it stopped). Reported per run: the student's test
+accuracy (the test split is touched once per run), parameters, compression, MACs, wall time, target met,
+and the Pareto hypervolume of the method's evaluated candidates. Results go to
+``benchmarks/results/quality-NAME.json`` and a table to ``benchmarks/results/quality-NAME.md``, which is
+also pasted into ``docs/benchmarks.md`` between its ``quality:NAME`` markers.
+
+Methods: ``n2n`` (log-scale compression reward), ``n2n-paper`` (the paper's ``C (2 - C)`` reward),
+``random``, ``uniform`` (one width, and depth cuts), ``embedding`` and ``prune`` (L1 channel pruning to the
+target, no search).
+
+    .venv/bin/python benchmarks/quality.py --name vgg11-mnist5k --model vgg11 --dataset mnist5k \\
+        --methods n2n n2n-paper prune --targets 100 200 500 --seeds 0 1 2 --budget 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import archcompress
+from archcompress.api import train_teacher
+from archcompress.distill import TrainConfig
+from archcompress.evaluate import Budget, ResultStore, SpaceOptions
+from archcompress.runtime import atomic_write_text, cache_home
+from archcompress.search.n2n.search import N2NOptions
+
+RESULTS = Path(__file__).parent / "results"
+DOCS = Path(__file__).parent.parent / "docs" / "benchmarks.md"
+METHODS = ("n2n", "n2n-paper", "embedding", "random", "uniform", "prune")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What every run of one benchmark shares (a changed setting starts the benchmark afresh)."""
+
+    model: str
+    model_kwargs: dict[str, Any]
+    dataset: str
+    teacher_epochs: int
+    budget: int
+    candidate_epochs: int
+    subset: int | None
+    batch_size: int
+    lr: float
+    stage1_share: float
+    final_epochs: int
+    ratios: tuple[float, ...]
+    min_channels: int
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", required=True, help="results name, e.g. vgg11-mnist5k")
+    parser.add_argument("--model", default="vgg11")
+    parser.add_argument("--model-arg", action="append", default=[], help="KEY=VALUE, e.g. width=0.5")
+    parser.add_argument("--dataset", default="mnist5k")
+    parser.add_argument("--teacher-epochs", type=int, default=8)
+    parser.add_argument("--methods", nargs="+", default=["n2n", "prune"], choices=METHODS)
+    parser.add_argument("--targets", nargs="+", type=float, default=[100.0])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--budget", type=int, default=100, help="candidate evaluations per search")
+    parser.add_argument("--epochs", type=int, default=1, help="distillation epochs per candidate")
+    parser.add_argument("--subset", type=int, default=0, help="training images per candidate (0: all)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (candidates and final)")
+    parser.add_argument("--stage1-share", type=float, default=0.3, help="n2n: share of the budget for removal")
+    parser.add_argument("--final-epochs", type=int, default=15)
+    parser.add_argument("--ratios", default="0.02,0.04,0.06,0.1,0.15,0.25,0.5,1")
+    parser.add_argument("--min-channels", type=int, default=2)
+    parser.add_argument("--work", type=Path, default=None, help="run directories [~/.cache/archcompress/bench]")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    kwargs = {k: float(v) for k, v in (item.split("=", 1) for item in args.model_arg)}
+    setting = Setting(
+        args.model, kwargs, args.dataset, args.teacher_epochs, args.budget, args.epochs, args.subset or None,
+        args.batch_size, args.lr, args.stage1_share, args.final_epochs, tuple(float(r) for r in args.ratios.split(",")),
+        args.min_channels,
+    )  # fmt: skip
+    work = (args.work or cache_home() / "bench") / args.name
+    work.mkdir(parents=True, exist_ok=True)
+    results_path = RESULTS / f"quality-{args.name}.json"
+    previous = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    rows: list[dict[str, Any]] = previous.get("runs", []) if previous.get("setting") == _plain(setting) else []
+
+    teacher = work / "teacher.pt"
+    if not teacher.is_file():
+        print(f"training the teacher: {args.model} {kwargs or ''} on {args.dataset}, {args.teacher_epochs} epochs")
+        train_teacher(args.model, args.dataset, teacher, model_kwargs=kwargs,
+                      train=TrainConfig(epochs=args.teacher_epochs, seed=0))  # fmt: skip
+    meta = archcompress.load_teacher(teacher).meta
+
+    for target in args.targets:
+        for seed in args.seeds:
+            for method in args.methods:
+                if any(r["method"] == method and r["target"] == target and r["seed"] == seed for r in rows):
+                    continue
+                print(f"{method} at {target:g}x, seed {seed} ...", flush=True)
+                rows.append(run_one(setting, teacher, work, method, target, seed))
+                row = rows[-1]
+                print(f"  test {row['test_accuracy']:.2%} at {row['compression']:.0f}x, {row['seconds']:.0f} s")
+                write(results_path, setting, meta, rows)
+    write(results_path, setting, meta, rows)
+
+
+def run_one(setting: Setting, teacher: Path, work: Path, method: str, target: float, seed: int) -> dict[str, Any]:
+    """One compression run (resumed if its directory exists but has no report yet)."""
+    out = work / f"{method}-{target:g}x-seed{seed}"
+    resume = out.is_dir() and not (out / "report.json").is_file()
+    options = N2NOptions(reward="paper" if method == "n2n-paper" else "log", stage1_share=setting.stage1_share)
+    started = time.perf_counter()
+    result = archcompress.compress(
+        teacher, out, method=method.removesuffix("-paper"), resume=resume, budget=setting.budget, target=target,
+        seed=seed, final_epochs=setting.final_epochs, uniform_depth=True, n2n=options,
+        candidate=Budget(epochs=setting.candidate_epochs, subset=setting.subset, batch_size=setting.batch_size,
+                         lr=setting.lr),
+        space=SpaceOptions(ratios=setting.ratios, min_channels=setting.min_channels, remove_pooling=False),
+    ) if not (out / "report.json").is_file() else None  # fmt: skip
+    report = result.report if result else json.loads((out / "report.json").read_text())
+    student, teacher_info = report["student"], report["teacher"]
+    return {
+        "method": method,
+        "target": target,
+        "seed": seed,
+        "test_accuracy": student["test_accuracy"],
+        "val_accuracy": student["val_accuracy"],
+        "teacher_test_accuracy": teacher_info["test_accuracy"],
+        "params": student["params"],
+        "macs": student["macs"],
+        "compression": report["compression"]["params"],
+        "target_met": report["target"]["met"],
+        "evaluations": report["search"]["evaluations"],
+        "hypervolume": hypervolume(out / "store.sqlite", teacher_info["params"]),
+        "search_seconds": report["search"]["seconds"],
+        "seconds": report["seconds"] if result is None else time.perf_counter() - started,
+        "run_dir": str(out),
+    }
+
+
+def hypervolume(store_path: Path, teacher_params: int) -> float | None:
+    """Area dominated by the evaluated candidates in (log10 compression, val accuracy), from (0, 0).
+
+    ``None`` for a method that evaluates no candidates (``prune``).
+    """
+    points = sorted(
+        ((math.log10(teacher_params / r.params), r.val_accuracy) for r in ResultStore(store_path).query()
+         if r.status == "ok" and r.params and r.val_accuracy is not None),
+        reverse=True,
+    )  # fmt: skip
+    if not points:
+        return None
+    area, best_accuracy = 0.0, 0.0
+    for index, (x, accuracy) in enumerate(points):  # sweep from the most compressed candidate down
+        best_accuracy = max(best_accuracy, accuracy)
+        next_x = points[index + 1][0] if index + 1 < len(points) else 0.0
+        area += (x - next_x) * best_accuracy
+    return area
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and spread per (target, method), in the order the runs were made."""
+    groups: dict[tuple[float, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["target"], row["method"]), []).append(row)
+    summary = []
+    for (target, method), runs in sorted(groups.items(), key=lambda item: item[0][0]):
+        accuracy = [r["test_accuracy"] for r in runs]
+        drops = [100 * (r["teacher_test_accuracy"] - r["test_accuracy"]) for r in runs]
+        volumes = [r["hypervolume"] for r in runs if r["hypervolume"] is not None]
+        summary.append({
+            "target": target,
+            "method": method,
+            "seeds": len(runs),
+            "test_accuracy_mean": statistics.fmean(accuracy),
+            "test_accuracy_std": statistics.stdev(accuracy) if len(runs) > 1 else 0.0,
+            "drop_points_mean": statistics.fmean(drops),
+            "compression_mean": statistics.fmean(r["compression"] for r in runs),
+            "params_mean": statistics.fmean(r["params"] for r in runs),
+            "macs_mean": statistics.fmean(r["macs"] for r in runs),
+            "target_met": sum(r["target_met"] for r in runs),
+            "within_1_point": sum(d <= 1.0 and r["target_met"] for d, r in zip(drops, runs, strict=True)),
+            "hypervolume_mean": statistics.fmean(volumes) if volumes else None,
+            "minutes_mean": statistics.fmean(r["seconds"] for r in runs) / 60,
+        })  # fmt: skip
+    return summary
+
+
+def table(setting: Setting, meta: Any, summary: list[dict[str, Any]]) -> str:
+    """The markdown table of the summary, with the setting it was measured under."""
+    seeds = max((s["seeds"] for s in summary), default=0)
+    lines = [
+        f"Teacher {setting.model} {setting.model_kwargs or ''} on `{setting.dataset}`: {meta.params:,} params, "
+        f"test accuracy {meta.test_accuracy:.2%}. Budget: {setting.budget} candidate evaluations "
+        f"({setting.candidate_epochs} epoch(s) of L2-logit distillation from inherited weights on "
+        f"{setting.subset or 'all'} training images each, Adam {setting.lr:g}, batch {setting.batch_size}; N2N "
+        f"spends {setting.stage1_share:.0%} of it on stage 1), then {setting.final_epochs} epochs of the same "
+        "distillation on the whole training split for the chosen student. "
+        f"Ratios {list(setting.ratios)}, at least {setting.min_channels} channels per layer, "
+        "max-pooling layers kept (`--keep-pooling`). "
+        f"Mean ± standard deviation over {seeds} seed(s); 'within 1 pt': runs that met the target with at most "
+        "1.0 point of test accuracy lost; hypervolume: area dominated by the evaluated candidates in "
+        "(log10 compression, val accuracy).",
+        "",
+        "| target | method | test accuracy | drop (points) | compression | params | MACs | met target | "
+        "within 1 pt | hypervolume | minutes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summary:
+        volume = f"{s['hypervolume_mean']:.3f}" if s["hypervolume_mean"] is not None else "-"
+        lines.append(
+            f"| {s['target']:g}x | {s['method']} | {s['test_accuracy_mean']:.2%} ± {s['test_accuracy_std']:.2%} | "
+            f"{s['drop_points_mean']:.2f} | {s['compression_mean']:.0f}x | {s['params_mean']:,.0f} | "
+            f"{s['macs_mean']:,.0f} | {s['target_met']}/{s['seeds']} | {s['within_1_point']}/{s['seeds']} | "
+            f"{volume} | {s['minutes_mean']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write(path: Path, setting: Setting, meta: Any, rows: list[dict[str, Any]]) -> None:
+    """Results JSON, the markdown table beside it, and the same table in docs/benchmarks.md."""
+    summary = summarise(rows)
+    report = {
+        "question": "which method finds the best student at a fixed evaluation budget?",
+        "archcompress": archcompress.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "setting": _plain(setting),
+        "teacher": {"params": meta.params, "test_accuracy": meta.test_accuracy, "val_accuracy": meta.val_accuracy},
+        "runs": rows,
+        "summary": summary,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(report, indent=1) + "\n")
+    text = table(setting, meta, summary)
+    atomic_write_text(path.with_suffix(".md"), text)
+    name = path.stem.removeprefix("quality-")
+    begin, end = f"<!-- BEGIN quality:{name} -->", f"<!-- END quality:{name} -->"
+    docs = DOCS.read_text()
+    if begin in docs and end in docs:
+        head, rest = docs.split(begin, 1)
+        atomic_write_text(DOCS, head + begin + "\n" + text + end + rest.split(end, 1)[1])
+
+
+def _plain(setting: Setting) -> dict[str, Any]:
+    return json.loads(json.dumps(asdict(setting)))
+
+
+if __name__ == "__main__":
+    main()

@@ -105,7 +105,8 @@ def test_latency_objective_measures_every_student_and_the_teacher(
     monkeypatch.setenv("ARCHCOMPRESS_HOME", str(tmp_path / "home"))
     run = tmp_path / "run"
     args = ["compress", str(teacher), "--method", "n2n", "--objective", "latency", "--budget", "4", "--rollouts",
-            "2", "--epochs", "1", "--subset", "100", "--final-epochs", "1", "--keep-pooling", "--out", str(run)]  # fmt: skip
+            "2", "--epochs", "1", "--subset", "100", "--final-epochs", "1", "--keep-pooling",
+            "--out", str(run)]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     config = yaml.safe_load((run / "config.yaml").read_text())

@@ -12,7 +12,9 @@ from archcompress.data import DataOptions, load_dataset
 from archcompress.distill import TrainConfig
 from archcompress.errors import ArchcompressError
 from archcompress.evaluate import Budget
+from archcompress.export import export_student
 from archcompress.models import create_model
+from archcompress.report import write_report
 from archcompress.space import Candidate, CompressionSpace, load_student, save_student
 
 __all__ = [
@@ -30,9 +32,11 @@ __all__ = [
     "compress",
     "create_model",
     "evaluate_candidate",
+    "export_student",
     "load_dataset",
     "load_student",
     "load_teacher",
     "save_student",
     "train_teacher",
+    "write_report",
 ]

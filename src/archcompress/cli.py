@@ -293,6 +293,20 @@ def compress(
     max_macs: Annotated[int | None, typer.Option(help="n2n: MAC limit for the student.")] = None,
     min_accuracy: Annotated[float | None, typer.Option(help="n2n: minimum val accuracy (0-1).")] = None,
     policy: Annotated[Path | None, typer.Option(help="n2n: start from the policies/ of an earlier run.")] = None,
+    seed_candidates: Annotated[
+        int, typer.Option(help="embedding: evaluated candidates before the first round (--store results count).")
+    ] = 32,
+    round_size: Annotated[int, typer.Option(help="embedding: new candidates per round (rounds = rest / this).")] = 8,
+    embedding_objective: Annotated[
+        str, typer.Option(help="embedding: linear (acc - lambda*ln params) or n2n (N2N reward on predictions).")
+    ] = "linear",
+    size_weight: Annotated[float, typer.Option(help="embedding: lambda, accuracy traded per e-fold of size.")] = 0.01,
+    ascent_steps: Annotated[int, typer.Option(help="embedding: gradient steps per ascent path.")] = 20,
+    step_size: Annotated[float, typer.Option(help="embedding: step, as a share of the typical embedding norm.")] = 0.1,
+    trust_radius: Annotated[
+        float, typer.Option(help="embedding: farthest distance from the start, as a share of the norm.")
+    ] = 1.0,
+    codec: Annotated[Path | None, typer.Option(help="embedding: start from the codec/ of an earlier run.")] = None,
     ratios: Annotated[str | None, typer.Option(help="Width ratios to choose from, e.g. 0.05,0.1,0.25,0.5,1")] = None,
     min_channels: Annotated[int, typer.Option(help="A shrunk layer keeps at least this many channels.")] = 10,
     keep_pooling: Annotated[
@@ -309,6 +323,7 @@ def compress(
     from archcompress.data import DataOptions
     from archcompress.evaluate import Budget, SpaceOptions
     from archcompress.progress import SearchProgress
+    from archcompress.search.embedding import EmbeddingOptions
     from archcompress.search.n2n.search import PAPER_SHRINK_LR, N2NOptions
 
     if resume:
@@ -336,6 +351,11 @@ def compress(
         )  # fmt: skip
         if preset == "paper":
             n2n = replace(n2n, shrink_lr=PAPER_SHRINK_LR)
+        embedding = EmbeddingOptions(
+            seed_candidates=seed_candidates, batch_size=round_size, objective=embedding_objective,  # type: ignore[arg-type]
+            size_weight=size_weight, ascent_steps=ascent_steps, step_size=step_size, trust_radius=trust_radius,
+            codec=str(codec) if codec else None,
+        )  # fmt: skip
         space = SpaceOptions(min_channels=min_channels, remove_pooling=not keep_pooling)
         if ratios:
             space = replace(space, ratios=parse_ratios(ratios))
@@ -344,7 +364,7 @@ def compress(
             target=parse_target(target), preset=preset, seed=seed, device=device, executor=executor,
             workers=workers, ray_address=ray_address, final_epochs=final_epochs,
             store=str(store) if store else None, data=DataOptions(data_root=data_root), candidate=candidate,
-            space=space, n2n=n2n, uniform_depth=uniform_depth,
+            space=space, n2n=n2n, uniform_depth=uniform_depth, embedding=embedding,
         )  # fmt: skip
     settings.validate()
     with SearchProgress(f"{settings.method} search", settings.budget, err_console) as bar:

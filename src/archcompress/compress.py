@@ -6,10 +6,11 @@ Writes the run directory of the spec: ``config.yaml``, ``store.sqlite``, ``stude
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,10 @@ from archcompress.evaluate.worker import WorkerState, training_logits
 from archcompress.prune import prune_to_params, to_student
 from archcompress.report import enrich_report, write_report
 from archcompress.rundir import (
+    CODEC_DIR,
     CONFIG_FILE,
     POLICIES_DIR,
+    PRIOR_FILE,
     REPORT_FILE,
     REPORT_HTML,
     STORE_FILE,
@@ -40,6 +43,7 @@ from archcompress.rundir import (
 )
 from archcompress.runtime import atomic_write_text, resolve_device, seed_everything
 from archcompress.search import RandomSearch, Search, choose_best, result_reward
+from archcompress.search.embedding import EmbeddingSearch
 from archcompress.search.loop import run_search
 from archcompress.search.n2n.search import N2NSearch, TeacherStats
 from archcompress.search.uniform import UniformSearch
@@ -58,9 +62,13 @@ class CompressionResult:
 
 
 def make_search(
-    config: CompressConfig, space: CompressionSpace, teacher_accuracy: float, teacher_latency_ms: float | None = None
+    config: CompressConfig,
+    space: CompressionSpace,
+    teacher_accuracy: float,
+    teacher_latency_ms: float | None = None,
+    prior: Sequence[Result] = (),
 ) -> Search:
-    """The search object for ``--method``."""
+    """The search object for ``--method`` (``prior``: earlier evaluations the embedding method learns from)."""
     if config.method == "random":
         return RandomSearch(space, config.seed)
     if config.method == "uniform":
@@ -69,6 +77,10 @@ def make_search(
         cost = space.teacher_cost
         teacher = TeacherStats(teacher_accuracy, cost.params, cost.macs, teacher_latency_ms)
         return N2NSearch(space, config.n2n, teacher, config.budget, config.seed, config.target)
+    if config.method == "embedding":
+        cost = space.teacher_cost
+        teacher = TeacherStats(teacher_accuracy, cost.params, cost.macs)
+        return EmbeddingSearch(space, config.embedding, teacher, config.budget, config.seed, config.target, prior)
     raise ArchcompressError(f"--method {config.method!r} is not available yet: use random or n2n")
 
 
@@ -117,11 +129,12 @@ def run_compression(
     if not pruning:
         _check_target_reachable(space, config.target)
     teacher_val = evaluate_accuracy(state.teacher.model, splits.val, device)
+    shared = ResultStore(Path(config.store)) if config.store else None  # refuses a corrupt or foreign file
     latency = measure_latency_ms(state.teacher.model, space.input_shape) if context.latency else None
     # pruning may refuse its target, make_search a --policy file: both before the run directory exists
     pruned = _pruned_student(state, _prune_target(config, space.teacher_cost.params)) if pruning else None
-    search = None if pruning else make_search(config, space, teacher_val, latency)
-    shared = ResultStore(Path(config.store)) if config.store else None  # refuses a corrupt or foreign file
+    prior = _embedding_prior(config, context, space, shared, resume) if config.method == "embedding" else []
+    search = None if pruning else make_search(config, space, teacher_val, latency, prior)
     executor = make_executor(config.executor, config.workers, config.ray_address)
     try:
         run = RunDir(config.out, resume=resume)
@@ -132,6 +145,9 @@ def run_compression(
         if resume:
             log.info("resuming %s", run.path)
         atomic_write_text(run.file(CONFIG_FILE), config.to_yaml())
+        if config.method == "embedding" and not resume:
+            # --resume must see the same prior, though the shared store then also holds this run's results
+            run.write_json(PRIOR_FILE, {"candidate_hashes": [r.candidate_hash for r in prior]})
         teacher_params = space.teacher_cost.params
         log.info("teacher %s: val accuracy %.4f, %d params; %r", config.teacher, teacher_val, teacher_params, space)
 
@@ -148,6 +164,8 @@ def run_compression(
                 if isinstance(search, N2NSearch):
                     run.file(POLICIES_DIR).mkdir(exist_ok=True)
                     search.save_policies(run.file(POLICIES_DIR))
+                if isinstance(search, EmbeddingSearch):
+                    search.save_codec(run.file(CODEC_DIR))
         finally:
             executor.close()
         chosen = pruned or _best_candidate(config, state, results, teacher_val)
@@ -162,6 +180,9 @@ def run_compression(
                          time.perf_counter() - started)  # fmt: skip
         if isinstance(search, N2NSearch):
             report["n2n"] = {"updates": search.history, "policies": str(run.file(POLICIES_DIR))}
+        if isinstance(search, EmbeddingSearch):
+            report["embedding"] = {"rounds": search.history, "codec": str(run.file(CODEC_DIR)),
+                                   "prior_results": len(prior)}  # fmt: skip
         # latency (onnxruntime), file size and the per-layer table; then the HTML report from it all
         report = enrich_report(report, state.teacher.model, chosen.module, space.input_shape, space=space)
         run.write_json(REPORT_FILE, report)
@@ -224,6 +245,26 @@ def _pruned_student(state: WorkerState, target_params: int) -> ChosenStudent:
     module = to_student(pruned.module.cpu(), shape)
     metadata = {"method": "prune", "pruning_ratio": pruned.ratio, "target_params": target_params}
     return ChosenStudent(module, pruned.params, pruned.macs, metadata)
+
+
+def _embedding_prior(
+    config: CompressConfig, context: EvalContext, space: CompressionSpace, shared: ResultStore | None, resume: bool
+) -> list[Result]:
+    """Earlier evaluations of this teacher, data set and budget in the ``--store`` (e.g. an N2N run's).
+
+    A resumed run takes exactly the prior its first start took (``prior.json``), so it proposes the same
+    candidates even though the shared store now also holds this run's own results.
+    """
+    if shared is None:
+        return []
+    known = Evaluator(context, shared, make_executor("inline"), space=space).stored_results(shared)
+    listed = Path(config.out) / PRIOR_FILE
+    if resume and listed.is_file():
+        wanted = set(json.loads(listed.read_text())["candidate_hashes"])
+        known = [r for r in known if r.candidate_hash in wanted]
+    unique = {r.candidate_hash: r for r in known}  # one result per candidate (the latest seed's)
+    log.info("embedding: %d earlier evaluations in %s serve as training data", len(unique), config.store)
+    return list(unique.values())
 
 
 def _check_target_reachable(space: CompressionSpace, target: float | None) -> None:

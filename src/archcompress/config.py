@@ -20,9 +20,10 @@ import yaml
 from archcompress.data import DataOptions
 from archcompress.errors import ArchcompressError
 from archcompress.evaluate import EXECUTORS, Budget, SpaceOptions
+from archcompress.search.embedding import EmbeddingOptions
 from archcompress.search.n2n.search import N2NOptions
 
-METHODS = ("n2n", "random", "uniform", "prune")
+METHODS = ("n2n", "embedding", "random", "uniform", "prune")
 PRESETS = ("fast", "paper")
 
 
@@ -49,6 +50,7 @@ class CompressConfig:
     candidate: Budget = field(default_factory=Budget)
     space: SpaceOptions = field(default_factory=SpaceOptions)
     n2n: N2NOptions = field(default_factory=N2NOptions)
+    embedding: EmbeddingOptions = field(default_factory=EmbeddingOptions)
 
     def validate(self) -> None:
         """Reject impossible settings with a message that names the option."""
@@ -70,6 +72,7 @@ class CompressConfig:
             raise ArchcompressError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         self.candidate.validate()
         self.n2n.validate()
+        self.embedding.validate()
 
     def to_yaml(self) -> str:
         """Every setting as YAML (paths as strings)."""

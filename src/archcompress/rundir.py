@@ -20,6 +20,8 @@ REPORT_HTML = "report.html"
 LOG_FILE = "log.txt"
 LOCK_FILE = ".lock"
 POLICIES_DIR = "policies"
+CODEC_DIR = "codec"  # the embedding method's trained encoder-decoder
+PRIOR_FILE = "prior.json"  # the embedding method's earlier evaluations, by candidate hash
 TENSORBOARD_DIR = "tb"
 
 

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from archcompress.errors import ArchcompressError
 from archcompress.evaluate.executors import Executor, Job
 from archcompress.evaluate.latency import measure_latency_ms
 from archcompress.evaluate.store import ResultKey, ResultStore, StoredResult
@@ -142,6 +143,24 @@ class Evaluator:
                 store.put(stored)
         return Result(candidate, digest, outcome.status, outcome.val_accuracy, outcome.params, outcome.macs,
                       outcome.train_seconds, self.seed, from_store=False, latency_ms=outcome.latency_ms)  # fmt: skip
+
+    def stored_results(self, store: ResultStore) -> list[Result]:
+        """Every finished evaluation in ``store`` of this teacher, data set and budget (any seed, any method),
+        oldest first; rows whose candidate does not belong to this space (other space options) are skipped."""
+        results = []
+        for stored in store.query(self.context.teacher_sha256, self._dataset, self._budget):
+            if stored.status.startswith("failed"):
+                continue
+            try:
+                candidate = Candidate.from_dict(stored.candidate)
+            except (ArchcompressError, KeyError, TypeError, ValueError):
+                continue
+            if (
+                self.space.check(candidate) is None
+                and self.space.candidate_hash(candidate) == stored.key.candidate_hash
+            ):
+                results.append(replace(self._from_store(candidate, stored), seed=stored.key.seed))
+        return results
 
     def _from_store(self, candidate: Candidate, stored: StoredResult) -> Result:
         latency = stored.extra.get("latency_ms")

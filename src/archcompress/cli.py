@@ -282,6 +282,9 @@ def compress(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     rollouts: Annotated[int, typer.Option(help="n2n: rollouts per policy update.")] = 5,
     stage1_share: Annotated[float, typer.Option(help="n2n: share of --budget for stage 1 (removal).")] = 0.5,
+    stage1_width: Annotated[
+        str, typer.Option(help="n2n: target (stage 1 at the widest uniform width meeting --target) or full.")
+    ] = "target",
     reward: Annotated[str, typer.Option(help="n2n: paper (C(2-C)) or log (log-scale compression).")] = "paper",
     objective: Annotated[
         str, typer.Option(help="n2n: what C measures: params, macs or latency (CPU, batch 1).")
@@ -345,12 +348,13 @@ def compress(
         if epochs is not None:
             candidate = replace(candidate, epochs=epochs)
         n2n = N2NOptions(
-            rollouts=rollouts, stage1_share=stage1_share, reward=reward, objective=objective,  # type: ignore[arg-type]
+            rollouts=rollouts, stage1_share=stage1_share, stage1_width=stage1_width,  # type: ignore[arg-type]
+            reward=reward, objective=objective,  # type: ignore[arg-type]
             constraint=constraint, max_params=max_params, max_macs=max_macs,  # type: ignore[arg-type]
             min_accuracy=min_accuracy, policy=str(policy) if policy else None,
         )  # fmt: skip
         if preset == "paper":
-            n2n = replace(n2n, shrink_lr=PAPER_SHRINK_LR)
+            n2n = replace(n2n, shrink_lr=PAPER_SHRINK_LR, stage1_width="full")
         embedding = EmbeddingOptions(
             seed_candidates=seed_candidates, batch_size=round_size, objective=embedding_objective,  # type: ignore[arg-type]
             size_weight=size_weight, ascent_steps=ascent_steps, step_size=step_size, trust_radius=trust_radius,

@@ -297,3 +297,17 @@ def test_loading_an_incompatible_codec_fails_clearly(space: CompressionSpace, tm
         load_codec(tmp_path / "policy.pt", space)
     with pytest.raises(ArchcompressError, match="does not exist"):
         EmbeddingSearch(space, replace(FAST, codec=str(tmp_path / "missing")), _teacher(space), 40, seed=0)
+
+
+def test_fit_predictor_then_predict_ranks_held_out_candidates(space: CompressionSpace) -> None:
+    evaluate = FakeEvaluator(space)
+    rng = np.random.default_rng(0)
+    candidates = [space.sample(rng, keep_prob=0.8) for _ in range(120)]
+    results = [evaluate(c) for c in candidates]
+    train, held = results[:90], [r for r in results[90:] if r.ok]
+    search = EmbeddingSearch(space, FAST, _teacher(space), budget=10, seed=0, prior=train)
+    search.fit_predictor()
+    predicted = search.predict([r.candidate for r in held])
+    assert predicted.accuracy.shape == (len(held),) and predicted.log_params.shape == (len(held),)
+    true_log = np.log([r.params / space.teacher_cost.params for r in held])  # type: ignore[operator]
+    assert np.corrcoef(predicted.log_params.numpy(), true_log)[0, 1] > 0.9

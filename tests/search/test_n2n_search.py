@@ -126,3 +126,17 @@ def test_policies_transfer_to_a_teacher_of_another_size_and_family(space: Compre
     assert len(proposals) == 5 and all(len(c.keep) == len(resnet.removable_units) for c in proposals)
     assert torch.equal(larger.removal.state_dict()[next(iter(small.removal.state_dict()))],
                        small.removal.state_dict()[next(iter(small.removal.state_dict()))])  # fmt: skip
+
+
+def test_under_a_target_stage1_builds_each_removal_at_the_widest_width_that_meets_it(space: CompressionSpace) -> None:
+    teacher = TeacherStats(0.98, space.teacher_cost.params, space.teacher_cost.macs)
+    limit = space.teacher_cost.params / 5
+    search = N2NSearch(space, N2NOptions(), teacher, budget=20, seed=0, target=5.0)
+    for candidate in search.propose(5):
+        assert len(set(candidate.ratios)) == 1  # one uniform width per rollout
+        assert space.cost(candidate).params <= limit
+        if candidate.ratios[0] < 1.0:  # as wide as the limit allows
+            wider = space.uniform_candidate(min(1.0, candidate.ratios[0] * 1.25), candidate.keep)
+            assert space.cost(wider).params > limit
+    full = N2NSearch(space, N2NOptions(stage1_width="full"), teacher, budget=20, seed=0, target=5.0)
+    assert all(c.ratios == space.teacher_candidate().ratios for c in full.propose(5))

@@ -119,35 +119,8 @@ class UniformSearch:
             )
 
     def largest_multiplier(self, keep: tuple[bool, ...], target: float) -> float | None:
-        """The largest multiplier ``m`` with ``teacher_params / params(keep, m) >= target``; None if unreachable.
-
-        Widths are ``round(m * width)``, so the answer is searched among the exact fractions ``k / width`` of
-        the shrink groups' teacher widths (each the exact kept fraction of some group), by bisection on the
-        analytic cost.
-        """
-        budget = self.space.teacher_cost.params / target
-        groups = self.space.groups
-        points = sorted({k / w for w in {groups[g].width for g in self.space.shrink_groups} for k in range(1, w + 1)})
-        if not points:
-            points = [1.0]  # nothing to shrink: only the depth pattern decides
-
-        def fits(m: float) -> bool:
-            candidate = self._candidate(keep, m)
-            return self.space.check(candidate) is None and self.space.cost(candidate).params <= budget
-
-        # fits() is monotone (params grow with m) over valid candidates; find the last point that fits
-        low, high = 0, len(points)
-        while low < high:
-            middle = (low + high) // 2
-            if fits(points[middle]):
-                low = middle + 1
-            else:
-                high = middle
-        return points[low - 1] if low > 0 else None
+        """The largest multiplier ``m`` with ``teacher_params / params(keep, m) >= target``; None if unreachable."""
+        return self.space.largest_uniform_ratio(keep, self.space.teacher_cost.params / target)
 
     def _candidate(self, keep: tuple[bool, ...], multiplier: float) -> Candidate:
-        return Candidate(
-            keep=keep,
-            ratios=(multiplier,) * len(self.space.shrink_groups),
-            kernel_ratios=(1.0,) * len(self.space.kernel_units),
-        )
+        return self.space.uniform_candidate(multiplier, keep)

@@ -157,13 +157,36 @@ class CompressionSpace:
         """Keep everything at full width: builds a copy of the teacher."""
         return self.uniform_candidate(1.0)
 
-    def uniform_candidate(self, ratio: float) -> Candidate:
-        """Keep every unit and shrink every group by the same ratio (the ``uniform`` baseline)."""
+    def uniform_candidate(self, ratio: float, keep: tuple[bool, ...] | None = None) -> Candidate:
+        """Shrink every group by the same ratio (the ``uniform`` baseline); keep every unit unless ``keep``."""
         return Candidate(
-            keep=(True,) * len(self.removable_units),
+            keep=keep if keep is not None else (True,) * len(self.removable_units),
             ratios=(ratio,) * len(self.shrink_groups),
             kernel_ratios=(1.0,) * len(self.kernel_units),
         )
+
+    def largest_uniform_ratio(self, keep: tuple[bool, ...], max_params: float) -> float | None:
+        """The largest uniform ratio whose student (with ``keep``) has at most ``max_params``; None if none has.
+
+        Widths are ``round(ratio * width)``, so the answer is searched among the exact fractions
+        ``k / width`` of the shrink groups' widths, by bisection on the analytic cost (params grow with the
+        ratio).
+        """
+        widths = {self.groups[g].width for g in self.shrink_groups}
+        points = sorted({k / w for w in widths for k in range(1, w + 1)}) or [1.0]
+
+        def fits(ratio: float) -> bool:
+            candidate = self.uniform_candidate(ratio, keep)
+            return self.check(candidate) is None and self.cost(candidate).params <= max_params
+
+        low, high = 0, len(points)
+        while low < high:
+            middle = (low + high) // 2
+            if fits(points[middle]):
+                low = middle + 1
+            else:
+                high = middle
+        return points[low - 1] if low > 0 else None
 
     def sample(
         self, rng: np.random.Generator | int | None = None, *, keep_prob: float = 0.5, max_tries: int = 1000

@@ -33,7 +33,7 @@ from archcompress.errors import ArchcompressError
 from archcompress.evaluate import Result
 from archcompress.runtime import atomic_open
 from archcompress.search.embedding.codec import FeatureNorm, TokenCodec
-from archcompress.search.embedding.model import CodecData, CodecModel, fit, token_accuracy
+from archcompress.search.embedding.model import CodecData, CodecModel, Prediction, fit, token_accuracy
 from archcompress.search.n2n.search import TeacherStats
 from archcompress.space import FEATURE_SCHEMA, Candidate, CompressionSpace
 
@@ -204,6 +204,17 @@ class EmbeddingSearch:
             if space.check(candidate) is None:
                 return candidate
         return None
+
+    # --- predictor -----------------------------------------------------------------------------------
+
+    def fit_predictor(self) -> None:
+        """Train the codec model on every known result (what each round starts with)."""
+        self._fit()
+
+    def predict(self, candidates: Sequence[Candidate]) -> Prediction:
+        """The codec model's predicted val accuracy and ``ln(params / teacher params)`` of ``candidates``."""
+        with torch.no_grad():
+            return self.model.predict(self.model.encode(self.codec.encode(candidates)))
 
     # --- objective -----------------------------------------------------------------------------------
 

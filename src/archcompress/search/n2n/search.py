@@ -35,6 +35,9 @@ class N2NOptions:
 
     rollouts: int = 5  # [N2N code] rollouts per policy update, evaluated in parallel
     stage1_share: float = 0.5  # share of --budget spent on stage 1 (removal)
+    # target: under a parameter limit (--target, --max-params) stage-1 rollouts are built at the widest uniform
+    # width that meets it, so removal is judged at the size the student will have; full: at the teacher's width
+    stage1_width: Literal["target", "full"] = "target"
     removal_lr: float = REMOVAL_LR  # [N2N code] 3e-3
     shrink_lr: float = SHRINK_LR  # [N2N code] used 0.1; see reinforce.py for why ours is lower
     baseline_decay: float = 0.9
@@ -57,6 +60,8 @@ class N2NOptions:
             raise ArchcompressError(f"--reward must be paper or log, got {self.reward!r}")
         if self.objective not in OBJECTIVES:
             raise ArchcompressError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.stage1_width not in ("target", "full"):
+            raise ArchcompressError(f"--stage1-width must be target or full, got {self.stage1_width!r}")
         if self.constraint not in ("soft", "hard"):
             raise ArchcompressError(f"--constraint must be soft or hard, got {self.constraint!r}")
 
@@ -148,6 +153,10 @@ class N2NSearch:
         for unit in self.space.units:
             if unit.keep_index is not None:
                 keep[unit.keep_index] = bool(sample.actions[unit.index].item() == 1)
+        limit = self._param_limit()
+        if self.options.stage1_width == "target" and limit is not None:
+            ratio = self.space.largest_uniform_ratio(tuple(keep), limit)
+            return self.space.uniform_candidate(ratio or min(self.space.ratios), tuple(keep))
         full = self.space.teacher_candidate()
         return Candidate(keep=tuple(keep), ratios=full.ratios, kernel_ratios=full.kernel_ratios)
 
@@ -193,12 +202,16 @@ class N2NSearch:
             return annealed_penalty(reward, self.iteration) if self.options.constraint == "soft" else INVALID_REWARD
         return reward
 
+    def _param_limit(self) -> int | None:
+        """The most parameters a student may have (``--max-params`` and ``--target`` together), if limited."""
+        limits = [self.options.max_params] if self.options.max_params else []
+        if self.target is not None:
+            limits.append(math.floor(self.teacher.params / self.target))
+        return min(limits) if limits else None
+
     def _violates(self, result: Result) -> bool:
         options = self.options
-        max_params = options.max_params
-        if self.target is not None:
-            limit = math.floor(self.teacher.params / self.target)
-            max_params = min(max_params, limit) if max_params else limit
+        max_params = self._param_limit()
         return bool(
             (max_params is not None and (result.params or 0) > max_params)
             or (options.max_macs is not None and (result.macs or 0) > options.max_macs)

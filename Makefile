@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TORCH  := torch==2.14.1 torchvision==0.29.1
 DEMO   := runs/demo
 
-.PHONY: venv demo test lint typecheck pytest bench clean
+.PHONY: venv demo test lint typecheck pytest bench bench-vgg11 bench-quick clean
 
 venv: $(STAMP)
 
@@ -41,11 +41,20 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
-bench: $(STAMP)
+bench: $(STAMP) bench-vgg11
 	$(BIN)/python benchmarks/space.py
 	$(BIN)/python benchmarks/evaluate.py
 	$(BIN)/python benchmarks/n2n_vs_random.py
 	$(BIN)/python benchmarks/n2n_transfer.py
+
+# Every method on a full-width VGG-11 teacher on mnist5k, 100 evaluations, three seeds (about 1.5 h on 2 cores);
+# finished runs are kept under ~/.cache/archcompress/bench and not repeated.
+VGG := $(BIN)/python benchmarks/quality.py --name vgg11-mnist5k --seeds 0 1 2
+bench-vgg11: $(STAMP)
+	$(VGG) --methods n2n prune n2n-paper --targets 100
+	$(VGG) --methods n2n prune --targets 200 500
+	$(VGG) --methods embedding random uniform --targets 100
+	$(BIN)/python benchmarks/embedding.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -205,7 +205,8 @@ def table(setting: Setting, meta: Any, summary: list[dict[str, Any]]) -> str:
     """The markdown table of the summary, with the setting it was measured under."""
     seeds = max((s["seeds"] for s in summary), default=0)
     lines = [
-        f"Teacher {setting.model} {setting.model_kwargs or ''} on `{setting.dataset}`: {meta.params:,} params, "
+        f"Teacher {' '.join([setting.model, *(f'{k}={v:g}' for k, v in setting.model_kwargs.items())])} on "
+        f"`{setting.dataset}`: {meta.params:,} params, "
         f"test accuracy {meta.test_accuracy:.2%}. Budget: {setting.budget} candidate evaluations "
         f"({setting.candidate_epochs} epoch(s) of L2-logit distillation from inherited weights on "
         f"{setting.subset or 'all'} training images each, Adam {setting.lr:g}, batch {setting.batch_size}; N2N "

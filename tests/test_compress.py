@@ -223,7 +223,7 @@ def test_a_reachable_target_is_recorded(first_run: tuple[Path, Result], teacher:
         (["--budget", "0"], ["--budget"]),
         (["--target", "ten"], ["--target 'ten'"]),
         (["--executor", "dask"], ["--executor"]),
-        (["--method", "embedding"], ["--method 'embedding'"]),
+        (["--method", "distill"], ["--method 'distill'"]),
     ],
 )
 def test_bad_options_exit_2_without_a_run_directory(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import pickle
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import torch
 from torch import nn
 
 from archcompress.errors import ArchcompressError, first_line
-from archcompress.models import create_model
+from archcompress.models import check_model_io, create_model
 from archcompress.runtime import atomic_open
 
 FORMAT = "archcompress-teacher"
@@ -99,7 +98,7 @@ def read_checkpoint(path: str | Path) -> tuple[TeacherMeta, dict[str, torch.Tens
             f"checkpoint {path} contains Python objects that are not plain weights; refusing to unpickle "
             "it (it could run code): save a state_dict-based archcompress checkpoint with train-teacher"
         ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # on damaged bytes torch's weights-only unpickler raises almost any type
         raise ArchcompressError(
             f"checkpoint {path} is truncated or not a PyTorch file ({first_line(exc)}): "
             "re-create it with `archcompress train-teacher`"
@@ -141,4 +140,8 @@ def load_teacher(path: str | Path) -> Teacher:
             f"({first_line(exc)}): the model code changed since it was saved; retrain the teacher"
         ) from exc
     model.eval()
+    try:
+        check_model_io(model, meta.model, meta.input_shape, meta.num_classes)
+    except ArchcompressError as exc:
+        raise ArchcompressError(f"checkpoint {path} is inconsistent: {exc}") from exc
     return Teacher(model, meta, file_sha256(path), path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -50,6 +51,21 @@ def handle_errors(command: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+class ConsoleWarnings(logging.Handler):
+    """While in its ``with`` block, shows the warnings a run logs for the user (``extra={"console": True}``)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "console", False):
+            err_console.print(f"[yellow]warning:[/] {escape(record.getMessage())}", highlight=False, soft_wrap=True)
+
+    def __enter__(self) -> ConsoleWarnings:
+        logging.getLogger("archcompress").addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger("archcompress").removeHandler(self)
 
 
 _DEBUG: ContextVar[bool] = ContextVar("archcompress_debug", default=False)
@@ -371,7 +387,7 @@ def compress(
             space=space, n2n=n2n, uniform_depth=uniform_depth, embedding=embedding,
         )  # fmt: skip
     settings.validate()
-    with SearchProgress(f"{settings.method} search", settings.budget, err_console) as bar:
+    with SearchProgress(f"{settings.method} search", settings.budget, err_console) as bar, ConsoleWarnings():
 
         def on_progress(status: Any) -> None:
             best = status.best

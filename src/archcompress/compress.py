@@ -42,7 +42,7 @@ from archcompress.rundir import (
     RunDir,
 )
 from archcompress.runtime import atomic_write_text, resolve_device, seed_everything
-from archcompress.search import RandomSearch, Search, choose_best, result_reward
+from archcompress.search import INVALID_REWARD, RandomSearch, Search, choose_best, n2n_reward, result_reward
 from archcompress.search.embedding import EmbeddingSearch
 from archcompress.search.loop import run_search
 from archcompress.search.n2n.search import N2NSearch, TeacherStats
@@ -141,7 +141,8 @@ def run_compression(
     except BaseException:
         executor.close()  # e.g. a local Ray started for this run
         raise
-    with run:
+    interruption = Interruption(run, config, teacher.sha256, teacher_val, space.teacher_cost.params, started)
+    with run, interruption:  # Ctrl-C: a partial report.json (complete: false), then exit 130 via the CLI
         if resume:
             log.info("resuming %s", run.path)
         atomic_write_text(run.file(CONFIG_FILE), config.to_yaml())
@@ -150,6 +151,13 @@ def run_compression(
             run.write_json(PRIOR_FILE, {"candidate_hashes": [r.candidate_hash for r in prior]})
         teacher_params = space.teacher_cost.params
         log.info("teacher %s: val accuracy %.4f, %d params; %r", config.teacher, teacher_val, teacher_params, space)
+        chance = 1 / splits.info.num_classes
+        if teacher_val < 1.5 * chance:  # "console": the CLI shows it too
+            log.warning(
+                "the teacher's val accuracy %.2f%% is near chance (%.2f%%): its students will learn nothing useful; "
+                "train the teacher longer (train-teacher --epochs) before compressing it", 100 * teacher_val,
+                100 * chance, extra={"console": True},
+            )  # fmt: skip
 
         store = ResultStore(run.file(STORE_FILE))
         results: list[Result] = []
@@ -168,6 +176,7 @@ def run_compression(
                     search.save_codec(run.file(CODEC_DIR))
         finally:
             executor.close()
+        interruption.stage = "final distillation"
         chosen = pruned or _best_candidate(config, state, results, teacher_val)
         search_seconds = time.perf_counter() - started
         target_met = config.target is None or teacher_params / chosen.params >= config.target
@@ -186,11 +195,82 @@ def run_compression(
         # latency (onnxruntime), file size and the per-layer table; then the HTML report from it all
         report = enrich_report(report, state.teacher.model, chosen.module, space.input_shape, space=space)
         run.write_json(REPORT_FILE, report)
+        interruption.stage = None  # the complete report is written; a Ctrl-C now must not replace it
         write_report([run.path], run.file(REPORT_HTML))
         log.info(
             "student: test accuracy %.4f, %.1fx fewer params", final["test_accuracy"], report["compression"]["params"]
         )
         return CompressionResult(load_student(run.file(STUDENT_DIR)), report, run.path)
+
+
+@dataclass
+class Interruption:
+    """Writes a partial ``report.json`` (``"complete": false``) and ``report.html`` when Ctrl-C stops a run.
+
+    The report lists every evaluation in the run's store (what ``--resume`` reuses); the interrupt is not
+    swallowed, so the CLI still exits with code 130. ``stage`` is what was running; None once the complete
+    report is written.
+    """
+
+    run: RunDir
+    config: CompressConfig
+    teacher_sha256: str
+    teacher_val: float
+    teacher_params: int
+    started: float
+    stage: str | None = "search"
+
+    def __enter__(self) -> Interruption:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        if kind is None or not issubclass(kind, KeyboardInterrupt) or self.stage is None:
+            return
+        try:
+            self.run.write_json(REPORT_FILE, self.partial_report())
+            log.warning(
+                "interrupted during the %s: partial report in %s; continue with `archcompress compress --resume "
+                "--out %s`", self.stage, self.run.file(REPORT_FILE), self.run.path, extra={"console": True},
+            )  # fmt: skip
+            write_report([self.run.path], self.run.file(REPORT_HTML), measure=False)
+        except Exception as exc:  # e.g. a full disk: the interrupt, not this, is what the user must see
+            log.warning("interrupted; the partial report could not be written (%s)", exc)
+
+    def partial_report(self) -> dict[str, Any]:
+        """The report of an unfinished run: settings, teacher and the evaluations stored so far."""
+        config, params, accuracy = self.config, self.teacher_params, self.teacher_val
+        rows = ResultStore(self.run.file(STORE_FILE)).query(teacher_hash=self.teacher_sha256)
+        statuses: dict[str, int] = {}
+        for row in rows:
+            kind = row.status.split(":")[0]
+            statuses[kind] = statuses.get(kind, 0) + 1
+        rewards = [
+            n2n_reward(row.val_accuracy, row.params, accuracy, params)
+            if row.status == "ok" and row.val_accuracy is not None and row.params
+            else INVALID_REWARD
+            for row in rows
+        ]
+        evaluations = [
+            {"candidate_hash": row.key.candidate_hash, "status": row.status, "val_accuracy": row.val_accuracy,
+             "params": row.params, "macs": row.macs, "reward": reward}
+            for row, reward in zip(rows, rewards, strict=True)
+        ]  # fmt: skip
+        ranked = sorted(range(len(rows)), key=lambda i: -rewards[i])
+        return {
+            "archcompress_version": __version__,
+            "complete": False,
+            "interrupted": self.stage,
+            "resume": f"archcompress compress --resume --out {self.run.path}",
+            "method": config.method,
+            "dataset": config.dataset,
+            "teacher": {"checkpoint": config.teacher, "sha256": self.teacher_sha256, "params": params,
+                        "val_accuracy": accuracy},
+            "target": {"ratio": config.target, "met": None},
+            "search": {"evaluations": len(rows), "statuses": statuses, "budget": config.budget},
+            "evaluations": evaluations,
+            "top_candidates": [evaluations[i] for i in ranked if rows[i].status == "ok"][:10],
+            "seconds": time.perf_counter() - self.started,
+        }  # fmt: skip
 
 
 @dataclass
@@ -304,6 +384,7 @@ def _search(
     from torch.utils.tensorboard import SummaryWriter
 
     batch = getattr(search, "batch_size", max(1, config.workers))  # N2N: its rollouts per update
+    seen: set[str] = set()
     status = SearchStatus(teacher_params, 0, None, None, -math.inf)
     started = time.perf_counter()
     writer = SummaryWriter(str(tensorboard))
@@ -314,7 +395,8 @@ def _search(
             result.val_accuracy, result.params, " (from store)" if result.from_store else "",
         )  # fmt: skip
         reward = result_reward(result, teacher_accuracy, teacher_params)
-        status.done += 1
+        seen.add(result.candidate_hash)
+        status.done = len(seen)  # distinct candidates, as the budget counts them
         status.last = result
         if result.ok and reward > status.best_reward:
             status.best, status.best_reward = result, reward

@@ -66,6 +66,8 @@ class CompressConfig:
             raise ArchcompressError(f"--executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         if self.workers < 1:
             raise ArchcompressError(f"--workers must be at least 1, got {self.workers}")
+        if self.seed < 0:
+            raise ArchcompressError(f"--seed must be a non-negative integer, got {self.seed}")
         if self.method == "prune" and self.target is None and not self.n2n.max_params:
             raise ArchcompressError("--method prune needs a size to prune to: give --target (e.g. 10x) or --max-params")
         if self.preset not in PRESETS:
@@ -83,7 +85,7 @@ class CompressConfig:
         """Read a config written by :meth:`to_yaml` (or written by hand with a subset of the keys)."""
         try:
             raw = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise ArchcompressError(f"cannot read config {path} ({exc}): check the file") from exc
         if not isinstance(raw, dict):
             raise ArchcompressError(f"config {path} must be a YAML mapping of settings")
@@ -114,7 +116,7 @@ def _build(cls: Any, raw: dict[str, Any], where: str) -> Any:
     """Construct a (nested) frozen dataclass from a mapping, naming unknown or mistyped keys."""
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - fields)
+    unknown = sorted(str(key) for key in set(raw) - fields)  # a hand-written YAML may have keys like 1 or null
     if unknown:
         raise ArchcompressError(
             f"config {where}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(fields))})"

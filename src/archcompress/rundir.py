@@ -40,7 +40,8 @@ class RunDir:
                 f"--resume {self.path}: no {CONFIG_FILE} there, so it is not a run directory to continue"
             )
         self.path.mkdir(parents=True, exist_ok=True)
-        self._lock: IO[str] | None = open(self.path / LOCK_FILE, "w")  # noqa: SIM115  held until close()
+        # "a": a run refused below must not truncate the holder's pid; held until close()
+        self._lock: IO[str] | None = open(self.path / LOCK_FILE, "a")  # noqa: SIM115
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -50,6 +51,7 @@ class RunDir:
                 f"{self.path} is in use by another archcompress run (lock file {LOCK_FILE}): wait for it to "
                 "finish or use another --out"
             ) from None
+        self._lock.truncate(0)
         self._lock.write(str(os.getpid()))
         self._lock.flush()
         self._log_handler = logging.FileHandler(self.path / LOG_FILE)

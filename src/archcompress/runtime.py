@@ -64,9 +64,14 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[A
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        if isinstance(exc, OSError):  # e.g. ENOSPC: the disk filled up while writing
+            raise ArchcompressError(
+                f"cannot write {target} ({exc.strerror or exc}): free some disk space or check the permissions "
+                f"(any earlier {target.name} is unchanged)"
+            ) from exc
         raise
 
 

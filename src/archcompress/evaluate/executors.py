@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -57,6 +58,9 @@ class InlineExecutor:
 
 def _init_process_worker(threads: int) -> None:
     torch.set_num_threads(threads)  # so that N workers on N cores do not oversubscribe them
+    # A terminal's Ctrl-C reaches the whole process group: only the parent handles it (it stops the pool), so
+    # workers do not die one by one with KeyboardInterrupt tracebacks.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class ProcessExecutor:
@@ -83,7 +87,10 @@ class ProcessExecutor:
 
     def _discard_pool(self) -> None:
         if self._pool is not None:
+            workers = list((self._pool._processes or {}).values())  # no public handle on them before Python 3.14
             self._pool.shutdown(wait=False, cancel_futures=True)
+            for worker in workers:  # abandon evaluations still running (after Ctrl-C): their results are not wanted
+                worker.terminate()
             self._pool = None
 
     def run(self, context: EvalContext, jobs: Sequence[Job]) -> Iterator[tuple[int, EvalOutcome]]:

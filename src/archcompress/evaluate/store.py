@@ -19,6 +19,7 @@ from typing import Any
 from archcompress.errors import ArchcompressError
 
 SCHEMA_VERSION = 1
+_MIN_DATABASE_BYTES = 512  # an SQLite database file is empty or at least one page (512 bytes or more)
 _BUSY_TIMEOUT_S = 30.0
 
 _SCHEMA = """
@@ -79,8 +80,27 @@ class ResultStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._refuse_foreign_file()
         with self._connect() as db:
             self._check_or_create(db)
+
+    def _refuse_foreign_file(self) -> None:
+        """SQLite takes a one-byte file for an empty database and overwrites it: refuse files too short to be one.
+
+        Only ``stat``: opening and closing the file here would drop the POSIX locks of every SQLite connection this
+        process has open on it (SQLite's documented corruption hazard).
+        """
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise ArchcompressError(f"cannot open result store {self.path} ({exc}): check the path") from exc
+        if 0 < size < _MIN_DATABASE_BYTES:
+            raise ArchcompressError(
+                f"result store {self.path} is corrupt or not an SQLite database (a {size}-byte file, smaller than "
+                "a page): move it aside (it was not modified) and start a new one"
+            )
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -109,7 +129,7 @@ class ResultStore:
                     f"result store {self.path} has schema version {row[0]}, this archcompress uses "
                     f"{SCHEMA_VERSION}: use a new store path or the matching archcompress version"
                 )
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, ValueError, TypeError) as exc:  # Value/TypeError: a damaged version row
             raise ArchcompressError(
                 f"result store {self.path} is corrupt or not an SQLite database ({exc}): move it aside "
                 "(it was not modified) and start a new one"
@@ -156,7 +176,7 @@ class ResultStore:
             ).fetchone()
 
         row = self._retrying("reading a result", work)
-        return _from_row(row) if row else None
+        return self._decode(row) if row else None
 
     def query(
         self,
@@ -180,7 +200,16 @@ class ResultStore:
         def work(db: sqlite3.Connection) -> Any:
             return db.execute(f"SELECT * FROM results{where} ORDER BY created, rowid", values).fetchall()
 
-        return [_from_row(row) for row in self._retrying("reading results", work)]
+        return [self._decode(row) for row in self._retrying("reading results", work)]
+
+    def _decode(self, row: Sequence[Any]) -> StoredResult:
+        try:
+            return _from_row(row)
+        except (ValueError, TypeError) as exc:  # a JSON column edited or damaged by hand
+            raise ArchcompressError(
+                f"result store {self.path} is corrupt (a row of candidate {row[4]!r} cannot be read: {exc}): "
+                "move it aside and start a new one"
+            ) from exc
 
     def __len__(self) -> int:
         return int(

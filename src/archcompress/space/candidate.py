@@ -44,6 +44,10 @@ class Candidate:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Candidate:
         """Inverse of :meth:`to_dict`."""
+        if not isinstance(data, dict):
+            raise ArchcompressError(
+                f"a candidate must be a JSON object with keep and ratios, not a {type(data).__name__}"
+            )
         if data.get("version", CANDIDATE_VERSION) != CANDIDATE_VERSION:
             raise ArchcompressError(
                 f"candidate version {data.get('version')!r} is not supported (expected {CANDIDATE_VERSION})"
@@ -54,7 +58,7 @@ class Candidate:
                 ratios=tuple(data["ratios"]),
                 kernel_ratios=tuple(data.get("kernel_ratios", ())),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: float(10**400)
             raise ArchcompressError(
                 f"malformed candidate ({type(exc).__name__}: {exc}): expected "
                 '{"keep": [true, ...], "ratios": [0.5, ...], "kernel_ratios": [...]}'

@@ -212,7 +212,10 @@ class CompressionSpace:
 
     def canonical(self, candidate: Candidate) -> Candidate:
         """The candidate with irrelevant entries reset and ratios replaced by the exact kept fraction."""
-        return canonical(self.structure, candidate, self.min_channels)
+        try:
+            return canonical(self.structure, candidate, self.min_channels)
+        except OverflowError as exc:  # a ratio like 1e305 times a width is no channel count
+            raise InvalidCandidateError(f"invalid candidate: a ratio is out of range ({exc})") from None
 
     def candidate_hash(self, candidate: Candidate) -> str:
         """Canonical hash (16 hex digits): equal for candidates that give the same student."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from archcompress.errors import ArchcompressError
+from archcompress.errors import ArchcompressError, first_line
 from archcompress.runtime import atomic_open, atomic_write_text
 from archcompress.space.build import BuildResult, Student, empty_student
 from archcompress.space.cost import count_params
@@ -68,7 +68,7 @@ def read_student_arch(directory: str | os.PathLike[str]) -> dict[str, Any]:
         raise ArchcompressError(f"{path} does not exist: pass a directory written by save_student")
     try:
         document = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8 at all
         raise ArchcompressError(f"cannot read {path} ({exc}): re-save the student") from exc
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ArchcompressError(f"{path} is not an archcompress student architecture file")
@@ -83,8 +83,11 @@ def read_student_arch(directory: str | os.PathLike[str]) -> dict[str, Any]:
 def load_student(directory: str | os.PathLike[str]) -> Student:
     """Rebuild a saved student from ``arch.json`` and ``model.pt`` alone; returned in eval mode on CPU."""
     document = read_student_arch(directory)
-    arch = StudentArch.from_dict(document["arch"])
-    weights_path = Path(directory) / document.get("weights", WEIGHTS_FILE)
+    try:
+        arch = StudentArch.from_dict(document["arch"])
+        weights_path = Path(directory) / document.get("weights", WEIGHTS_FILE)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ArchcompressError(f"{Path(directory) / ARCH_FILE} is damaged ({exc!r}): re-save the student") from exc
     try:
         weights = weights_path.read_bytes()
     except OSError as exc:
@@ -94,10 +97,16 @@ def load_student(directory: str | os.PathLike[str]) -> Student:
             f"{weights_path} does not match {ARCH_FILE} (its SHA-256 differs): the save was interrupted or the "
             "files come from different saves; save the student again"
         )
-    state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
-    student = empty_student(arch)
     try:
+        state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
+    except Exception as exc:  # refused pickled code (UnpicklingError), or damaged bytes: almost any type
+        raise ArchcompressError(
+            f"cannot load {weights_path} ({first_line(exc)}): only plain weights are read, never pickled code; "
+            "save the student again"
+        ) from exc
+    try:
+        student = empty_student(arch)
         student.load_state_dict(state)
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
         raise ArchcompressError(f"the weights in {weights_path} do not fit its architecture: {exc}") from exc
     return student.eval()

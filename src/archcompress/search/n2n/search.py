@@ -64,6 +64,11 @@ class N2NOptions:
             raise ArchcompressError(f"--stage1-width must be target or full, got {self.stage1_width!r}")
         if self.constraint not in ("soft", "hard"):
             raise ArchcompressError(f"--constraint must be soft or hard, got {self.constraint!r}")
+        for name, limit in (("max-params", self.max_params), ("max-macs", self.max_macs)):
+            if limit is not None and limit < 1:
+                raise ArchcompressError(f"--{name} must be a positive count, got {limit}")
+        if self.min_accuracy is not None and not 0.0 <= self.min_accuracy <= 1.0:
+            raise ArchcompressError(f"--min-accuracy is a fraction between 0 and 1, got {self.min_accuracy}")
 
 
 @dataclass(frozen=True)

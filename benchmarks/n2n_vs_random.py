@@ -37,6 +37,9 @@ def main() -> None:
     parser.add_argument("--evaluations", type=int, default=300)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=2, help="distillation epochs per candidate")
+    parser.add_argument("--entropy-weight", type=float, default=0.0, help="N2N entropy bonus")
+    parser.add_argument("--methods", nargs="+", default=["n2n", "random"], choices=["n2n", "random"])
+    parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -46,18 +49,17 @@ def main() -> None:
     context, space, stats = bench.context, bench.state.space, bench.stats
     budget = context.budget
     teacher_accuracy = stats.accuracy
-    scorer = N2NSearch(space, N2NOptions(), stats, args.evaluations, 0)  # only its reward function is used
+    options = N2NOptions(entropy_weight=args.entropy_weight)
+    scorer = N2NSearch(space, options, stats, args.evaluations, 0)  # only its reward function is used
 
     per_seed: list[dict[str, Any]] = []
     for seed in args.seeds:
         store = ResultStore(work / f"store-{seed}.sqlite")
         evaluator = Evaluator(context, store, make_executor("inline"), seed=seed, space=space)
         row: dict[str, Any] = {"seed": seed}
-        for name in ("n2n", "random"):
+        for name in args.methods:
             search: Search = (
-                N2NSearch(space, N2NOptions(), stats, args.evaluations, seed)
-                if name == "n2n"
-                else RandomSearch(space, seed)
+                N2NSearch(space, options, stats, args.evaluations, seed) if name == "n2n" else RandomSearch(space, seed)
             )
             print(f"seed {seed}: {name} search, {args.evaluations} evaluations ...")
             row[name] = search_summary(search, evaluator, args.evaluations, scorer.reward)
@@ -71,12 +73,16 @@ def main() -> None:
             "best_reward_mean": statistics.fmean(r[name]["best_reward"] for r in per_seed),
             "mean_last_50_mean": statistics.fmean(r[name]["mean_last_50"] for r in per_seed),
         }
-        for name in ("n2n", "random")
+        for name in args.methods
     }
-    wins = {
-        "best_reward": sum(r["n2n"]["best_reward"] > r["random"]["best_reward"] for r in per_seed),
-        "mean_last_50": sum(r["n2n"]["mean_last_50"] > r["random"]["mean_last_50"] for r in per_seed),
-    }
+    wins = (
+        None
+        if len(args.methods) < 2
+        else {
+            "best_reward": sum(r["n2n"]["best_reward"] > r["random"]["best_reward"] for r in per_seed),
+            "mean_last_50": sum(r["n2n"]["mean_last_50"] > r["random"]["mean_last_50"] for r in per_seed),
+        }
+    )
     report = {
         "question": "does N2N beat random search at the same evaluation budget? (digits, CPU)",
         "archcompress": archcompress.__version__,
@@ -91,22 +97,22 @@ def main() -> None:
         },
         "evaluations": args.evaluations,
         "candidate_budget": {"epochs": budget.epochs, "init": budget.init, "loss": budget.loss},
-        "n2n_options": N2NOptions().__dict__,
+        "n2n_options": options.__dict__,
         "seeds": per_seed,
         "summary": summary,
         "n2n_wins_of_seeds": wins,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=1) + "\n")
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(report, indent=1) + "\n")
     print(f"\n{'seed':<6}{'method':<8}{'best reward':>12}{'mean last 50':>14}{'seconds':>9}")
     for row in per_seed:
-        for name in ("n2n", "random"):
+        for name in args.methods:
             r = row[name]
             print(f"{row['seed']:<6}{name:<8}{r['best_reward']:12.4f}{r['mean_last_50']:14.4f}{r['seconds']:9.0f}")
-    print(
-        f"N2N wins (of {len(per_seed)} seeds): best reward {wins['best_reward']}, last-50 mean {wins['mean_last_50']}"
-    )
-    print(f"written to {RESULTS}")
+    if wins:
+        best, last = wins["best_reward"], wins["mean_last_50"]
+        print(f"N2N wins (of {len(per_seed)} seeds): best reward {best}, last-50 mean {last}")
+    print(f"written to {args.results}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from archcompress.cli import app
 from archcompress.config import CompressConfig
 from archcompress.distill import TrainConfig
 from archcompress.evaluate import ResultStore
+from archcompress.runtime import torch_threads
 from archcompress.space import Candidate, CompressionSpace, load_student
 
 WIDE = {"COLUMNS": "400"}  # no wrapping of long paths in the output
@@ -57,10 +58,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(autouse=True)
 def one_thread(home: Path) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from archcompress.config import CompressConfig
 from archcompress.data import DataOptions, dataset_sources
 from archcompress.errors import ArchcompressError
 from archcompress.models import create_model, zoo_entry
+from archcompress.runtime import torch_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -39,10 +40,8 @@ paper = _load_script()
 @pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:
     """One torch thread: the dry run's timings must not compete with other work on a small machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 def write_config(path: Path, teacher: dict[str, object], compress: dict[str, object]) -> Path:

@@ -40,6 +40,17 @@ def resolve_device(name: str) -> torch.device:
     raise ArchcompressError(f"unknown device {name!r}: use one of {', '.join(DEVICE_CHOICES)} or cuda:N")
 
 
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` torch intra-op threads, then restore the previous count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def cache_home() -> Path:
     """Where shared caches live (teacher logits, the shared result store): ``$ARCHCOMPRESS_HOME`` or
     ``~/.cache/archcompress``."""

@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
-import torch
 
 from archcompress.api import train_teacher
 from archcompress.checkpoint import load_teacher
@@ -14,7 +13,7 @@ from archcompress.data import DataOptions
 from archcompress.distill import TrainConfig
 from archcompress.evaluate import Budget, EvalContext, EvalOutcome
 from archcompress.evaluate.executors import Executor, Job
-from archcompress.runtime import cache_home
+from archcompress.runtime import cache_home, torch_threads
 
 TINY = Budget(epochs=1, subset=200)  # a few optimiser steps per candidate
 
@@ -40,10 +39,8 @@ def teacher_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:
     """One torch thread, so that results do not depend on the thread count (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import torch
 
 from archcompress.api import train_teacher
 from archcompress.distill import TrainConfig
+from archcompress.runtime import torch_threads
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +26,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(autouse=True)
 def one_thread(home: Path) -> Iterator[None]:
     """One torch thread, so that in-process runs match subprocess runs (started with OMP_NUM_THREADS=1)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")

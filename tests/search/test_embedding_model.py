@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from archcompress.models import create_model
+from archcompress.runtime import torch_threads
 from archcompress.search.embedding.codec import Choices, TokenCodec
 from archcompress.search.embedding.model import CodecData, CodecModel, codec_loss, fit, token_accuracy
 from archcompress.space import Candidate, CompressionSpace
@@ -20,10 +21,8 @@ from archcompress.space import Candidate, CompressionSpace
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread() -> Iterator[None]:
     """One torch thread: the model is tiny, and this machine's two cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

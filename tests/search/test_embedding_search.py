@@ -15,6 +15,7 @@ import torch
 from archcompress.errors import ArchcompressError
 from archcompress.evaluate import Result
 from archcompress.models import create_model
+from archcompress.runtime import torch_threads
 from archcompress.search import RandomSearch
 from archcompress.search.embedding.search import CODEC_FILE, EmbeddingOptions, EmbeddingSearch, load_codec
 from archcompress.search.n2n.search import TeacherStats
@@ -28,10 +29,8 @@ FAST = EmbeddingOptions(seed_candidates=16, unlabelled=128, epochs=40, warm_epoc
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread() -> Iterator[None]:
     """One torch thread: the codec model is tiny, and this machine's two cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from archcompress.models import create_model
+from archcompress.runtime import torch_threads
 from archcompress.space import CompressionSpace
 
 # (reference, per-sample input shape); the ids double as test ids
@@ -184,10 +185,8 @@ def make_teacher(ref: str, shape: tuple[int, ...]) -> nn.Module:
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread() -> Iterator[None]:
     """One torch thread: on this 2-core machine, two threads are many times slower for these small nets."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,8 @@ import time
 import torch
 from torch import nn
 
+from archcompress.runtime import torch_threads
+
 LATENCY_REPEATS = 15
 LATENCY_WARMUP = 3
 
@@ -29,18 +31,15 @@ def measure_latency_ms(
     was_training = module.training
     device = next(iter(module.parameters()), torch.empty(0)).device
     module = module.cpu().eval()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     try:
         example = torch.randn(batch, *input_shape)
         timings = []
-        with torch.inference_mode():
+        with torch_threads(1), torch.inference_mode():
             for index in range(warmup + repeats):
                 started = time.perf_counter()
                 module(example)
                 if index >= warmup:
                     timings.append((time.perf_counter() - started) * 1000.0)
     finally:
-        torch.set_num_threads(threads)
         module.to(device).train(was_training)
     return statistics.median(timings)

@@ -47,6 +47,13 @@ bench: $(STAMP) bench-vgg11
 	$(BIN)/python benchmarks/n2n_vs_random.py
 	$(BIN)/python benchmarks/n2n_transfer.py
 
+# Under 10 minutes: every method on a LeNet-5 on digits at 10x, one seed, 30 evaluations; rewrites its table in
+# docs/benchmarks.md (runs are kept under ~/.cache/archcompress/bench: delete quick-lenet5-digits to redo them).
+bench-quick: $(STAMP)
+	$(BIN)/python benchmarks/quality.py --name quick-lenet5-digits --model lenet5 --dataset digits \
+		--teacher-epochs 30 --methods n2n embedding random uniform prune --targets 10 --seeds 0 --budget 30 \
+		--ratios 0.1,0.25,0.5,0.75,1 --min-channels 2 --final-epochs 30
+
 # Every method on a full-width VGG-11 teacher on mnist5k, 100 evaluations, three seeds (about 1.5 h on 2 cores);
 # finished runs are kept under ~/.cache/archcompress/bench and not repeated.
 VGG := $(BIN)/python benchmarks/quality.py --name vgg11-mnist5k --seeds 0 1 2

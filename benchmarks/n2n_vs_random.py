@@ -38,6 +38,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=2, help="distillation epochs per candidate")
     parser.add_argument("--entropy-weight", type=float, default=0.0, help="N2N entropy bonus")
+    parser.add_argument("--stage2-bases", type=int, default=1, help="N2N: stage-1 architectures stage 2 shrinks")
+    parser.add_argument("--stage1-share", type=float, default=0.5, help="N2N: share of evaluations for stage 1")
     parser.add_argument("--methods", nargs="+", default=["n2n", "random"], choices=["n2n", "random"])
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -49,7 +51,9 @@ def main() -> None:
     context, space, stats = bench.context, bench.state.space, bench.stats
     budget = context.budget
     teacher_accuracy = stats.accuracy
-    options = N2NOptions(entropy_weight=args.entropy_weight)
+    options = N2NOptions(
+        entropy_weight=args.entropy_weight, stage2_bases=args.stage2_bases, stage1_share=args.stage1_share
+    )
     scorer = N2NSearch(space, options, stats, args.evaluations, 0)  # only its reward function is used
 
     per_seed: list[dict[str, Any]] = []

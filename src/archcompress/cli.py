@@ -301,6 +301,7 @@ def compress(
     stage1_width: Annotated[
         str, typer.Option(help="n2n: target (stage 1 at the widest uniform width meeting --target) or full.")
     ] = "target",
+    stage2_bases: Annotated[int, typer.Option(help="n2n: shrink the best this many stage-1 architectures.")] = 1,
     reward: Annotated[str, typer.Option(help="n2n: paper (C(2-C)) or log (log-scale compression).")] = "paper",
     objective: Annotated[
         str, typer.Option(help="n2n: what C measures: params, macs or latency (CPU, batch 1).")
@@ -365,6 +366,7 @@ def compress(
             candidate = replace(candidate, epochs=epochs)
         n2n = N2NOptions(
             rollouts=rollouts, stage1_share=stage1_share, stage1_width=stage1_width,  # type: ignore[arg-type]
+            stage2_bases=stage2_bases,
             reward=reward, objective=objective,  # type: ignore[arg-type]
             constraint=constraint, max_params=max_params, max_macs=max_macs,  # type: ignore[arg-type]
             min_accuracy=min_accuracy, policy=str(policy) if policy else None,

@@ -140,3 +140,14 @@ def test_under_a_target_stage1_builds_each_removal_at_the_widest_width_that_meet
             assert space.cost(wider).params > limit
     full = N2NSearch(space, N2NOptions(stage1_width="full"), teacher, budget=20, seed=0, target=5.0)
     assert all(c.ratios == space.teacher_candidate().ratios for c in full.propose(5))
+
+
+def test_stage2_can_shrink_several_stage1_architectures_in_turn(space: CompressionSpace) -> None:
+    search = _search(space, budget=20, rollouts=5, stage2_bases=2)
+    while search.stage == 1:
+        proposals = search.propose(5)
+        search.observe([fake_result(space, c) for c in proposals])
+    bases = search._stage2_bases()
+    assert len(bases) == 2 and bases[0].keep != bases[1].keep
+    proposals = search.propose(4)
+    assert [c.keep for c in proposals] == [bases[0].keep, bases[1].keep] * 2

@@ -38,6 +38,7 @@ class N2NOptions:
     # target: under a parameter limit (--target, --max-params) stage-1 rollouts are built at the widest uniform
     # width that meets it, so removal is judged at the size the student will have; full: at the teacher's width
     stage1_width: Literal["target", "full"] = "target"
+    stage2_bases: int = 1  # stage 2 shrinks the best this many stage-1 architectures in turn ([paper]: 1)
     removal_lr: float = REMOVAL_LR  # [N2N code] 3e-3
     shrink_lr: float = SHRINK_LR  # [N2N code] used 0.1; see reinforce.py for why ours is lower
     baseline_decay: float = 0.9
@@ -60,6 +61,8 @@ class N2NOptions:
             raise ArchcompressError(f"--reward must be paper or log, got {self.reward!r}")
         if self.objective not in OBJECTIVES:
             raise ArchcompressError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.stage2_bases < 1:
+            raise ArchcompressError(f"--stage2-bases must be at least 1, got {self.stage2_bases}")
         if self.stage1_width not in ("target", "full"):
             raise ArchcompressError(f"--stage1-width must be target or full, got {self.stage1_width!r}")
         if self.constraint not in ("soft", "hard"):
@@ -132,8 +135,9 @@ class N2NSearch:
         self._seen: set[str] = set()  # distinct candidates observed: what the stage split counts
         self.history: list[dict[str, float]] = []
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (log_prob, entropy) per proposal
-        self._best_stage1: tuple[float, Candidate] | None = None
-        self._stage2_units: list[int] | None = None
+        self._stage1_results: dict[str, tuple[float, Candidate]] = {}  # hash -> (reward, candidate), trained ones
+        self._stage2_units: dict[str, list[int]] = {}  # per base hash
+        self._shrink_rollouts = 0
 
     @property
     def evaluations(self) -> int:
@@ -165,27 +169,35 @@ class N2NSearch:
         full = self.space.teacher_candidate()
         return Candidate(keep=tuple(keep), ratios=full.ratios, kernel_ratios=full.kernel_ratios)
 
-    def _stage2_base(self) -> Candidate:
-        return self._best_stage1[1] if self._best_stage1 else self.space.teacher_candidate()
+    def _stage2_bases(self) -> list[Candidate]:
+        """The best ``stage2_bases`` stage-1 architectures (highest reward first; the teacher if none trained)."""
+        ranked = sorted(self._stage1_results.values(), key=lambda item: -item[0])
+        return [c for _, c in ranked[: self.options.stage2_bases]] or [self.space.teacher_candidate()]
 
-    def _shrink_units(self) -> list[int]:
+    def _stage2_base(self) -> Candidate:
+        return self._stage2_bases()[0]
+
+    def _shrink_units(self, base: Candidate) -> list[int]:
         """Units that decide a ratio in stage 2: present in the base student, first of their channel group."""
-        if self._stage2_units is None:
-            present = self.space.candidate_features(self._stage2_base())[:, len(FEATURE_SCHEMA)] > 0
+        key = self.space.candidate_hash(base)
+        if key not in self._stage2_units:
+            present = self.space.candidate_features(base)[:, len(FEATURE_SCHEMA)] > 0
             seen: set[int] = set()
             units = []
             for unit in self.space.units:
                 if present[unit.index] and unit.shrink_group is not None and unit.shrink_group not in seen:
                     seen.add(unit.shrink_group)
                     units.append(unit.index)
-            self._stage2_units = units
-        return self._stage2_units
+            self._stage2_units[key] = units
+        return self._stage2_units[key]
 
     def _sample_shrink(self) -> Candidate:
-        units = self._shrink_units()
+        bases = self._stage2_bases()
+        base = bases[self._shrink_rollouts % len(bases)]  # the bases take turns
+        self._shrink_rollouts += 1
+        units = self._shrink_units(base)
         sample = self.shrink.sample(self.features[units], self.generator)
         self._pending.append((sample.log_prob, sample.entropy))
-        base = self._stage2_base()
         ratios = list(base.ratios)
         for position, unit in enumerate(units):
             group = self.space.units[unit].shrink_group
@@ -234,8 +246,8 @@ class N2NSearch:
         stats = trainer.update(log_probs, rewards, entropies)
         if stage == 1:
             for reward, result in zip(rewards, results, strict=True):
-                if result.ok and (self._best_stage1 is None or reward > self._best_stage1[0]):
-                    self._best_stage1 = (reward, result.candidate)
+                if result.ok:
+                    self._stage1_results[result.candidate_hash] = (reward, result.candidate)
         self.history.append({"iteration": self.iteration, "stage": stage, "mean_reward": sum(rewards) / len(rewards),
                              "best_reward": max(rewards), **{k: float(v) for k, v in stats.items()}})  # fmt: skip
         self.iteration += 1

@@ -169,3 +169,21 @@ def test_validate_rejects_impossible_settings(change: dict[str, object], words: 
 
 def test_target_just_above_one_is_accepted() -> None:
     CompressConfig(teacher="t.pt", out="run", target=1.01).validate()
+
+
+def test_a_truncated_run_config_is_refused_not_filled_with_defaults(tmp_path) -> None:
+    import pytest
+
+    from archcompress.config import CompressConfig
+    from archcompress.errors import ArchcompressError
+
+    path = tmp_path / "config.yaml"
+    text = CompressConfig(teacher="t.pt", out="run").to_yaml()
+    path.write_text(text)
+    assert CompressConfig.from_yaml(path) == CompressConfig(teacher="t.pt", out="run")
+    path.write_text(text[: len(text) * 2 // 3].rsplit("\n", 1)[0] + "\n")  # valid YAML, settings missing
+    with pytest.raises(ArchcompressError, match="lacks setting"):
+        CompressConfig.from_yaml(path)
+    hand_written = tmp_path / "hand.yaml"
+    hand_written.write_text("teacher: t.pt\nout: run\nbudget: 5\n")  # a subset, written by hand: fine
+    assert CompressConfig.from_yaml(hand_written).budget == 5

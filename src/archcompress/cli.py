@@ -349,7 +349,8 @@ def compress(
     if resume:
         if out is None:
             raise ArchcompressError("--resume needs --out RUN_DIR: the run directory to continue")
-        settings = CompressConfig.from_yaml(out / "config.yaml") if (out / "config.yaml").is_file() else None
+        config_file = out / "config.yaml"
+        settings = CompressConfig.from_yaml(config_file, complete=True) if config_file.is_file() else None
         if settings is None:
             raise ArchcompressError(f"--resume {out}: no config.yaml there, so it is not a run directory to continue")
         settings = replace(settings, out=str(out))  # the directory given, even if the run was moved since

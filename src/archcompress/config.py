@@ -25,6 +25,9 @@ from archcompress.search.n2n.search import N2NOptions
 
 METHODS = ("n2n", "embedding", "random", "uniform", "prune")
 PRESETS = ("fast", "paper")
+# First line of every config.yaml archcompress writes: such a file lists every setting, so one with settings
+# missing is damaged (truncated), not hand-written.
+COMPLETE_MARKER = "# archcompress run config: every setting, defaults included\n"
 
 
 @dataclass(frozen=True)
@@ -78,17 +81,31 @@ class CompressConfig:
 
     def to_yaml(self) -> str:
         """Every setting as YAML (paths as strings)."""
-        return yaml.safe_dump(_plain(dataclasses.asdict(self)), sort_keys=False)
+        return COMPLETE_MARKER + yaml.safe_dump(_plain(dataclasses.asdict(self)), sort_keys=False)
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> CompressConfig:
-        """Read a config written by :meth:`to_yaml` (or written by hand with a subset of the keys)."""
+    def from_yaml(cls, path: str | Path, *, complete: bool = False) -> CompressConfig:
+        """Read a config written by :meth:`to_yaml` (or written by hand with a subset of the keys).
+
+        ``complete=True`` (a run directory's own ``config.yaml``, which lists every setting) refuses a file
+        with settings missing: a truncated file can still be valid YAML, and defaults must not silently
+        replace the run's settings.
+        """
         try:
-            raw = yaml.safe_load(Path(path).read_text())
+            text = Path(path).read_text()
+            raw = yaml.safe_load(text)
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise ArchcompressError(f"cannot read config {path} ({exc}): check the file") from exc
+        complete = complete or text.startswith(COMPLETE_MARKER)
         if not isinstance(raw, dict):
             raise ArchcompressError(f"config {path} must be a YAML mapping of settings")
+        if complete:
+            missing = _missing(cls, raw)
+            if missing:
+                raise ArchcompressError(
+                    f"config {path} lacks setting(s) {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}: "
+                    "the file is damaged or truncated; restore it or start a new run"
+                )
         return _build(cls, raw, str(path))
 
 
@@ -110,6 +127,19 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def _missing(cls: Any, raw: dict[str, Any], prefix: str = "") -> list[str]:
+    """Names of the settings of dataclass ``cls`` (nested ones dotted) that ``raw`` does not list."""
+    missing = []
+    for item in dataclasses.fields(cls):
+        if item.name not in raw:
+            missing.append(prefix + item.name)
+            continue
+        nested = next((t for t in _members(typing.get_type_hints(cls)[item.name]) if dataclasses.is_dataclass(t)), None)
+        if nested is not None and isinstance(raw[item.name], dict):
+            missing += _missing(nested, raw[item.name], f"{prefix}{item.name}.")
+    return missing
 
 
 def _build(cls: Any, raw: dict[str, Any], where: str) -> Any:

@@ -10,7 +10,8 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -73,15 +74,18 @@ def make_search(
         return RandomSearch(space, config.seed)
     if config.method == "uniform":
         return UniformSearch(space, config.seed, config.target, config.uniform_depth, max(1, config.workers))
+    cost = space.teacher_cost
+    teacher = TeacherStats(teacher_accuracy, cost.params, cost.macs, teacher_latency_ms)
     if config.method == "n2n":
-        cost = space.teacher_cost
-        teacher = TeacherStats(teacher_accuracy, cost.params, cost.macs, teacher_latency_ms)
         return N2NSearch(space, config.n2n, teacher, config.budget, config.seed, config.target)
     if config.method == "embedding":
-        cost = space.teacher_cost
-        teacher = TeacherStats(teacher_accuracy, cost.params, cost.macs)
         return EmbeddingSearch(space, config.embedding, teacher, config.budget, config.seed, config.target, prior)
-    raise ArchcompressError(f"--method {config.method!r} is not available yet: use random or n2n")
+    raise ArchcompressError(f"--method {config.method!r} has no search (prune is not one): use n2n or embedding")
+
+
+def status_counts(statuses: Iterable[str]) -> dict[str, int]:
+    """How many evaluations ended in each kind of status (``failed: reason`` counts as ``failed``)."""
+    return dict(Counter(status.split(":")[0] for status in statuses))
 
 
 def _check_teacher_matches_data(teacher: Teacher, dataset: str, input_shape: tuple[int, ...], classes: int) -> None:
@@ -240,10 +244,7 @@ class Interruption:
         """The report of an unfinished run: settings, teacher and the evaluations stored so far."""
         config, params, accuracy = self.config, self.teacher_params, self.teacher_val
         rows = ResultStore(self.run.file(STORE_FILE)).query(teacher_hash=self.teacher_sha256)
-        statuses: dict[str, int] = {}
-        for row in rows:
-            kind = row.status.split(":")[0]
-            statuses[kind] = statuses.get(kind, 0) + 1
+        statuses = status_counts(row.status for row in rows)
         rewards = [
             n2n_reward(row.val_accuracy, row.params, accuracy, params)
             if row.status == "ok" and row.val_accuracy is not None and row.params
@@ -463,10 +464,7 @@ def _report(
     teacher_cost = state.space.teacher_cost
     params = teacher_cost.params
     ranked = sorted((r for r in results if r.ok), key=lambda r: -result_reward(r, teacher_val, params))
-    statuses: dict[str, int] = {}
-    for r in results:
-        kind = r.status.split(":")[0]
-        statuses[kind] = statuses.get(kind, 0) + 1
+    statuses = status_counts(r.status for r in results)
     return {
         "archcompress_version": __version__,
         "complete": True,

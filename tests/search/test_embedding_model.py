@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from archcompress.models import create_model
 from archcompress.runtime import torch_threads
 from archcompress.search.embedding.codec import Choices, TokenCodec
 from archcompress.search.embedding.model import CodecData, CodecModel, codec_loss, fit, token_accuracy
@@ -23,12 +22,6 @@ def _one_thread() -> Iterator[None]:
     """One torch thread: the model is tiny, and this machine's two cores are shared."""
     with torch_threads(1):
         yield
-
-
-@pytest.fixture(scope="module")
-def space() -> CompressionSpace:
-    torch.manual_seed(0)
-    return CompressionSpace.from_model(create_model("vgg11", (1, 28, 28), 10, {"width": 0.25}).eval(), (1, 28, 28))
 
 
 def synthetic_accuracy(log_params: torch.Tensor) -> torch.Tensor:

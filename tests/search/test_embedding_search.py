@@ -33,12 +33,6 @@ def _one_thread() -> Iterator[None]:
         yield
 
 
-@pytest.fixture(scope="module")
-def space() -> CompressionSpace:
-    torch.manual_seed(0)
-    return CompressionSpace.from_model(create_model("vgg11", (1, 28, 28), 10, {"width": 0.25}).eval(), (1, 28, 28))
-
-
 class FakeEvaluator:
     """Closed-form accuracy: each shrink group and each removed unit costs a fixed, unit-specific amount.
 

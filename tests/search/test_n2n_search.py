@@ -15,12 +15,6 @@ from archcompress.search.reward import annealed_penalty, log_compression
 from archcompress.space import Candidate, CompressionSpace
 
 
-@pytest.fixture(scope="module")
-def space() -> CompressionSpace:
-    torch.manual_seed(0)
-    return CompressionSpace.from_model(create_model("vgg11", (1, 28, 28), 10, {"width": 0.25}).eval(), (1, 28, 28))
-
-
 def fake_result(space: CompressionSpace, candidate: Candidate, accuracy: float | None = None) -> Result:
     """A result whose accuracy falls as the student shrinks (a closed-form stand-in for training)."""
     if space.check(candidate) is not None:

@@ -63,5 +63,7 @@ def search_summary(search: Search, evaluator: Evaluator, evaluations: int, rewar
         "invalid_or_failed": sum(r == -1.0 for r in rewards),
         "best_reward_curve": best_so_far,
         "proposals": len(results),
+        "distinct": len(first),
+        "restarts": getattr(search, "restarts", None),  # N2N: stage-2 restarts after convergence
         "seconds": time.perf_counter() - started,
     }

@@ -26,7 +26,7 @@ import torch
 import archcompress
 from archcompress.evaluate import Budget, Evaluator, ResultStore, make_executor
 from archcompress.search import RandomSearch, Search
-from archcompress.search.n2n.search import N2NOptions, N2NSearch
+from archcompress.search.n2n.search import STAGE1_WIDTHS, N2NOptions, N2NSearch
 from common import digits_teacher, search_summary
 
 RESULTS = Path(__file__).parent / "results" / "n2n_vs_random.json"
@@ -40,6 +40,8 @@ def main() -> None:
     parser.add_argument("--entropy-weight", type=float, default=0.0, help="N2N entropy bonus")
     parser.add_argument("--stage2-bases", type=int, default=1, help="N2N: stage-1 architectures stage 2 shrinks")
     parser.add_argument("--stage1-share", type=float, default=0.5, help="N2N: share of evaluations for stage 1")
+    parser.add_argument("--stage1-width", default=N2NOptions.stage1_width, choices=STAGE1_WIDTHS, help="N2N")
+    parser.add_argument("--stall-updates", type=int, default=N2NOptions.stall_updates, help="N2N: 0 = no restarts")
     parser.add_argument("--methods", nargs="+", default=["n2n", "random"], choices=["n2n", "random"])
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -52,8 +54,9 @@ def main() -> None:
     budget = context.budget
     teacher_accuracy = stats.accuracy
     options = N2NOptions(
-        entropy_weight=args.entropy_weight, stage2_bases=args.stage2_bases, stage1_share=args.stage1_share
-    )
+        entropy_weight=args.entropy_weight, stage2_bases=args.stage2_bases, stage1_share=args.stage1_share,
+        stage1_width=args.stage1_width, stall_updates=args.stall_updates,
+    )  # fmt: skip
     scorer = N2NSearch(space, options, stats, args.evaluations, 0)  # only its reward function is used
 
     per_seed: list[dict[str, Any]] = []

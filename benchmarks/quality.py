@@ -95,6 +95,10 @@ def main() -> None:
     )  # fmt: skip
     work = (args.work or cache_home() / "bench") / args.name
     work.mkdir(parents=True, exist_ok=True)
+    recorded = work / "setting.json"
+    if recorded.is_file() and json.loads(recorded.read_text()) != _plain(setting):
+        raise SystemExit(f"{work} holds runs made with other settings: delete it or choose another --name")
+    atomic_write_text(recorded, json.dumps(_plain(setting), indent=1) + "\n")
     results_path = RESULTS / f"quality-{args.name}.json"
     previous = json.loads(results_path.read_text()) if results_path.is_file() else {}
     rows: list[dict[str, Any]] = previous.get("runs", []) if previous.get("setting") == _plain(setting) else []
@@ -106,11 +110,13 @@ def main() -> None:
                       train=TrainConfig(epochs=args.teacher_epochs, seed=0))  # fmt: skip
     meta = archcompress.load_teacher(teacher).meta
 
+    # every requested run is read from its run directory (finished), resumed, or run; rows of the results file that
+    # this invocation does not ask for are kept, so benchmarks split over several commands add up
+    asked = {(m, t, s) for t in args.targets for s in args.seeds for m in args.methods}
+    rows = [r for r in rows if (r["method"], r["target"], r["seed"]) not in asked]
     for target in args.targets:
         for seed in args.seeds:
             for method in args.methods:
-                if any(r["method"] == method and r["target"] == target and r["seed"] == seed for r in rows):
-                    continue
                 print(f"{method} at {target:g}x, seed {seed} ...", flush=True)
                 rows.append(run_one(setting, teacher, work, method, target, seed))
                 row = rows[-1]

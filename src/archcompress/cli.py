@@ -299,9 +299,13 @@ def compress(
     rollouts: Annotated[int, typer.Option(help="n2n: rollouts per policy update.")] = 5,
     stage1_share: Annotated[float, typer.Option(help="n2n: share of --budget for stage 1 (removal).")] = 0.5,
     stage1_width: Annotated[
-        str, typer.Option(help="n2n: target (stage 1 at the widest uniform width meeting --target) or full.")
+        str,
+        typer.Option(help="n2n: stage 1 at the widest width meeting --target (else the median ratio), median or full."),
     ] = "target",
     stage2_bases: Annotated[int, typer.Option(help="n2n: shrink the best this many stage-1 architectures.")] = 1,
+    stall_updates: Annotated[
+        int, typer.Option(help="n2n: a stage has converged after this many updates with no new candidate (0: off).")
+    ] = 3,
     reward: Annotated[str, typer.Option(help="n2n: paper (C(2-C)) or log (log-scale compression).")] = "paper",
     objective: Annotated[
         str, typer.Option(help="n2n: what C measures: params, macs or latency (CPU, batch 1).")
@@ -367,7 +371,7 @@ def compress(
             candidate = replace(candidate, epochs=epochs)
         n2n = N2NOptions(
             rollouts=rollouts, stage1_share=stage1_share, stage1_width=stage1_width,  # type: ignore[arg-type]
-            stage2_bases=stage2_bases,
+            stage2_bases=stage2_bases, stall_updates=stall_updates,
             reward=reward, objective=objective,  # type: ignore[arg-type]
             constraint=constraint, max_params=max_params, max_macs=max_macs,  # type: ignore[arg-type]
             min_accuracy=min_accuracy, policy=str(policy) if policy else None,

@@ -31,7 +31,7 @@ def _search(space: CompressionSpace, budget: int = 40, seed: int = 0, **options:
 
 
 def test_stage1_removes_only_and_stage2_shrinks_only_the_best_stage1_architecture(space: CompressionSpace) -> None:
-    search = _search(space, budget=20, rollouts=5)
+    search = _search(space, budget=20, rollouts=5, stage1_width="full")
     assert search.stage1_evaluations == 10 and search.stage == 1
     for _ in range(2):
         proposals = search.propose(5)
@@ -145,3 +145,73 @@ def test_stage2_can_shrink_several_stage1_architectures_in_turn(space: Compressi
     assert len(bases) == 2 and bases[0].keep != bases[1].keep
     proposals = search.propose(4)
     assert [c.keep for c in proposals] == [bases[0].keep, bases[1].keep] * 2
+
+
+def test_a_converged_stage1_hands_the_rest_of_its_share_to_stage2() -> None:
+    torch.manual_seed(0)
+    model = create_model("cnn1d", (1, 40), 10, {"width": 0.25}).eval()
+    no_removal = CompressionSpace.from_model(model, (1, 40))  # strided convs and linears only: nothing removable
+    search = _search(no_removal, budget=40, rollouts=5, stall_updates=3)
+    assert search.stage1_evaluations == 20
+    updates = 0
+    while search.stage == 1:
+        search.observe([fake_result(no_removal, c) for c in search.propose(5)])
+        updates += 1
+    assert updates == 4 and search.evaluations == 1  # one new candidate, then three updates of repeats
+    proposals = search.propose(5)
+    assert any(c.ratios != no_removal.teacher_candidate().ratios for c in proposals)
+
+
+def _to_stage2(search: N2NSearch, space: CompressionSpace) -> None:
+    while search.stage == 1:
+        search.observe([fake_result(space, c) for c in search.propose(5)])
+
+
+def _stall(search: N2NSearch, space: CompressionSpace, accuracy: float) -> None:
+    """Updates that all answer one repeated result, until the search restarts stage 2 (or has nothing left)."""
+    restarts = search.restarts
+    repeated: Result | None = None
+    while search.restarts == restarts:
+        proposals = search.propose(5)
+        if not proposals:
+            return
+        repeated = repeated or fake_result(space, proposals[0], accuracy=accuracy)
+        search.observe([repeated] * len(proposals))
+
+
+def test_a_converged_stage2_restarts_a_fresh_policy_on_the_next_best_stage1_architecture(
+    space: CompressionSpace, tmp_path: Path
+) -> None:
+    search = _search(space, budget=40, rollouts=5, stall_updates=2)
+    _to_stage2(search, space)
+    ranked = [c for _, c in sorted(search._stage1_results.values(), key=lambda item: -item[0])]
+    assert search._stage2_base() == ranked[0]
+    _stall(search, space, accuracy=0.97)  # the first shrink policy's rollouts reach a high reward
+    first_policy = {k: v.clone() for k, v in search.shrink_policy_to_keep().items()}
+    assert search.restarts == 1 and search._stage2_base() == ranked[1]
+    assert any(not torch.equal(v, search.shrink.state_dict()[k]) for k, v in first_policy.items())
+    assert all(c.keep == ranked[1].keep for c in search.propose(5))
+    _stall(search, space, accuracy=0.2)  # the second one does worse: the first is the one kept
+    assert search.restarts == 2 and search.history[-1]["restarts"] == 1  # the update made before the restart
+    search.save_policies(tmp_path)
+    saved = torch.load(tmp_path / "shrink.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(v, saved[k]) for k, v in first_policy.items())
+
+
+def test_stage2_proposes_nothing_once_every_stage1_architecture_was_shrunk(space: CompressionSpace) -> None:
+    search = _search(space, budget=30, rollouts=5, stall_updates=1)
+    _to_stage2(search, space)
+    architectures = len(search._stage1_results)
+    for _ in range(architectures):
+        _stall(search, space, accuracy=0.9)
+    assert search.restarts == architectures and search.propose(5) == []
+    with pytest.raises(ArchcompressError, match="stall-updates"):
+        _search(space, stall_updates=-1)
+
+
+def test_without_a_limit_stage1_builds_each_removal_at_the_median_ratio(space: CompressionSpace) -> None:
+    median = sorted(space.ratios)[len(space.ratios) // 2]
+    assert median == 0.5  # the N2N code's ratio set: 0.5 five times of eleven
+    for width in ("target", "median"):
+        search = _search(space, stage1_width=width)
+        assert all(c == space.uniform_candidate(median, c.keep) for c in search.propose(5))

@@ -1,12 +1,19 @@
 """N2N learning as a search: stage 1 removes units with a bidirectional-LSTM policy, stage 2 shrinks the
 remaining channel groups with an autoregressive-LSTM policy; both learn by REINFORCE from the reward.
 
+A policy that has converged proposes only candidates it has already seen, which the budget does not count.
+So a stage ends early once its policy has proposed nothing new for ``stall_updates`` updates: stage 1 then
+hands the rest of its share to stage 2, and a converged stage 2 restarts with a fresh shrink policy on the
+next-best stage-1 architectures (``restarts`` in the history), until the budget is spent or no stage-1
+architecture is left to shrink.
+
 Resuming needs no search checkpoint: with the same seed the policies propose the same rollouts, every
 finished evaluation comes back from the result store with the same reward, and the updates replay exactly.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +32,7 @@ from archcompress.space import FEATURE_SCHEMA, Candidate, CompressionSpace
 
 PAPER_SHRINK_LR = 0.1  # [N2N code]; the paper preset uses it, the default is the safer SHRINK_LR
 OBJECTIVES = ("params", "macs", "latency")
+STAGE1_WIDTHS = ("target", "full", "median")
 REMOVAL_FILE = "removal.pt"
 SHRINK_FILE = "shrink.pt"
 
@@ -36,9 +44,13 @@ class N2NOptions:
     rollouts: int = 5  # [N2N code] rollouts per policy update, evaluated in parallel
     stage1_share: float = 0.5  # share of --budget spent on stage 1 (removal)
     # target: under a parameter limit (--target, --max-params) stage-1 rollouts are built at the widest uniform
-    # width that meets it, so removal is judged at the size the student will have; full: at the teacher's width
-    stage1_width: Literal["target", "full"] = "target"
+    # width that meets it, so removal is judged at the size the student will have, and without one at the median;
+    # median: at the median of the ratio set, the width a fresh shrink policy picks on average; full: at the
+    # teacher's width ([paper])
+    stage1_width: Literal["target", "full", "median"] = "target"
     stage2_bases: int = 1  # stage 2 shrinks the best this many stage-1 architectures in turn ([paper]: 1)
+    # a stage has converged after this many updates in a row that proposed no new candidate (0: never); see above
+    stall_updates: int = 3
     removal_lr: float = REMOVAL_LR  # [N2N code] 3e-3
     shrink_lr: float = SHRINK_LR  # [N2N code] used 0.1; see reinforce.py for why ours is lower
     baseline_decay: float = 0.9
@@ -61,10 +73,14 @@ class N2NOptions:
             raise ArchcompressError(f"--reward must be paper or log, got {self.reward!r}")
         if self.objective not in OBJECTIVES:
             raise ArchcompressError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.stall_updates < 0:
+            raise ArchcompressError(f"--stall-updates must be 0 or more, got {self.stall_updates}")
         if self.stage2_bases < 1:
             raise ArchcompressError(f"--stage2-bases must be at least 1, got {self.stage2_bases}")
-        if self.stage1_width not in ("target", "full"):
-            raise ArchcompressError(f"--stage1-width must be target or full, got {self.stage1_width!r}")
+        if self.stage1_width not in STAGE1_WIDTHS:
+            raise ArchcompressError(
+                f"--stage1-width must be one of {', '.join(STAGE1_WIDTHS)}, got {self.stage1_width!r}"
+            )
         if self.constraint not in ("soft", "hard"):
             raise ArchcompressError(f"--constraint must be soft or hard, got {self.constraint!r}")
         for name, limit in (("max-params", self.max_params), ("max-macs", self.max_macs)):
@@ -118,6 +134,7 @@ class N2NSearch:
         features = torch.as_tensor(space.features())  # (units, F)
         self.features = features
         self.removable = torch.tensor([u.keep_index is not None for u in space.units], dtype=torch.bool)
+        self.seed = seed
         self.removal = RemovalPolicy(features.shape[1])
         self.shrink = ShrinkPolicy(features.shape[1], len(space.ratios))
         if options.policy:
@@ -126,6 +143,12 @@ class N2NSearch:
             self.removal, options.removal_lr, options.baseline_decay, options.entropy_weight
         )
         self.shrink_trainer = Reinforce(self.shrink, options.shrink_lr, options.baseline_decay, options.entropy_weight)
+        self._stage = 1
+        self._stalled = 0  # updates in a row that proposed no new candidate
+        self._base_offset = 0  # stage 2 shrinks the stage-1 architectures ranked from here on
+        self.restarts = 0
+        self._life_best = INVALID_REWARD  # best reward the current shrink policy's rollouts reached
+        self._kept_shrink: tuple[float, dict[str, torch.Tensor]] | None = None  # best converged policy so far
         # --target is a params ratio; latency has no analytic minimum, so the smallest student's MAC ratio
         # stands in for it
         analytic = "params" if options.objective == "params" else "macs"
@@ -147,12 +170,14 @@ class N2NSearch:
     @property
     def stage(self) -> int:
         """1 while removing units, 2 while shrinking the kept ones."""
-        return 1 if self.evaluations < self.stage1_evaluations else 2
+        return self._stage
 
     # --- proposing -----------------------------------------------------------------------------------
 
     def propose(self, count: int) -> list[Candidate]:
         self._pending = []
+        if self.stage == 2 and not self._stage2_bases():
+            return []  # every stage-1 architecture has been shrunk until its policy converged
         return [self._sample_removal() if self.stage == 1 else self._sample_shrink() for _ in range(count)]
 
     def _sample_removal(self) -> Candidate:
@@ -166,16 +191,23 @@ class N2NSearch:
         if self.options.stage1_width == "target" and limit is not None:
             ratio = self.space.largest_uniform_ratio(tuple(keep), limit)
             return self.space.uniform_candidate(ratio or min(self.space.ratios), tuple(keep))
+        if self.options.stage1_width in ("median", "target"):
+            return self.space.uniform_candidate(sorted(self.space.ratios)[len(self.space.ratios) // 2], tuple(keep))
         full = self.space.teacher_candidate()
         return Candidate(keep=tuple(keep), ratios=full.ratios, kernel_ratios=full.kernel_ratios)
 
     def _stage2_bases(self) -> list[Candidate]:
-        """The best ``stage2_bases`` stage-1 architectures (highest reward first; the teacher if none trained)."""
-        ranked = sorted(self._stage1_results.values(), key=lambda item: -item[0])
-        return [c for _, c in ranked[: self.options.stage2_bases]] or [self.space.teacher_candidate()]
+        """The stage-1 architectures stage 2 shrinks now: ``stage2_bases`` of them, the best first, skipping those
+        shrunk before a restart (the teacher's architecture if stage 1 trained none)."""
+        ranked = [c for _, c in sorted(self._stage1_results.values(), key=lambda item: -item[0])]
+        ranked = ranked or [self.space.teacher_candidate()]
+        return ranked[self._base_offset : self._base_offset + self.options.stage2_bases]
 
     def _stage2_base(self) -> Candidate:
-        return self._stage2_bases()[0]
+        bases = self._stage2_bases()
+        if not bases:
+            raise ValueError("stage 2 has shrunk every stage-1 architecture")
+        return bases[0]
 
     def _shrink_units(self, base: Candidate) -> list[int]:
         """Units that decide a ratio in stage 2: present in the base student, first of their channel group."""
@@ -248,22 +280,58 @@ class N2NSearch:
             for reward, result in zip(rewards, results, strict=True):
                 if result.ok:
                     self._stage1_results[result.candidate_hash] = (reward, result.candidate)
+        else:
+            self._life_best = max(self._life_best, *rewards)
         self.history.append({"iteration": self.iteration, "stage": stage, "mean_reward": sum(rewards) / len(rewards),
-                             "best_reward": max(rewards), **{k: float(v) for k, v in stats.items()}})  # fmt: skip
+                             "best_reward": max(rewards), "restarts": self.restarts,
+                             **{k: float(v) for k, v in stats.items()}})  # fmt: skip
         self.iteration += 1
-        self._seen.update(r.candidate_hash for r in results)
+        new = {r.candidate_hash for r in results} - self._seen
+        self._seen.update(new)
         self._pending = []
+        self._stalled = 0 if new else self._stalled + 1
+        converged = self.options.stall_updates > 0 and self._stalled >= self.options.stall_updates
+        if stage == 1 and (converged or self.evaluations >= self.stage1_evaluations):
+            self._stage, self._stalled = 2, 0
+        elif stage == 2 and converged:
+            self._restart_shrink()
+
+    def _restart_shrink(self) -> None:
+        """Stage 2 has converged: a fresh shrink policy (the transferred one, with ``--policy``) on the next bases."""
+        if self._kept_shrink is None or self._life_best > self._kept_shrink[0]:
+            self._kept_shrink = (self._life_best, copy.deepcopy(self.shrink.state_dict()))
+        self._life_best = INVALID_REWARD
+        self.restarts += 1
+        self._base_offset += self.options.stage2_bases
+        self._stalled = 0
+        with torch.random.fork_rng():
+            torch.manual_seed(self.seed + 7919 * self.restarts)  # deterministic, so a resumed run replays it
+            self.shrink = ShrinkPolicy(self.features.shape[1], len(self.space.ratios))
+        if self.options.policy:
+            load_policies(Path(self.options.policy), RemovalPolicy(self.features.shape[1]), self.shrink, self.space)
+        options = self.options
+        self.shrink_trainer = Reinforce(self.shrink, options.shrink_lr, options.baseline_decay, options.entropy_weight)
 
     # --- transfer ------------------------------------------------------------------------------------
 
+    def shrink_policy_to_keep(self) -> dict[str, torch.Tensor]:
+        """The shrink policy's weights worth reusing: of those stage 2 ran, the one whose rollouts scored best."""
+        if self._kept_shrink is not None and self._kept_shrink[0] >= self._life_best:
+            return self._kept_shrink[1]
+        return self.shrink.state_dict()
+
     def save_policies(self, directory: Path) -> None:
-        """Write both policies with their feature schema (``removal.pt``, ``shrink.pt``), atomically."""
+        """Write both policies with their feature schema (``removal.pt``, ``shrink.pt``), atomically.
+
+        After restarts, ``shrink.pt`` holds the shrink policy whose rollouts reached the best reward.
+        """
+        states = {REMOVAL_FILE: self.removal.state_dict(), SHRINK_FILE: self.shrink_policy_to_keep()}
         for policy, name in ((self.removal, REMOVAL_FILE), (self.shrink, SHRINK_FILE)):
             payload = {
                 "format": "archcompress-policy",
                 "kind": name.removesuffix(".pt"),
                 "config": dict(policy.config),
-                "state_dict": policy.state_dict(),
+                "state_dict": states[name],
                 "feature_schema": {"version": FEATURE_SCHEMA.version, "names": list(FEATURE_SCHEMA.names)},
                 "ratios": list(self.space.ratios),
                 "options": asdict(self.options),

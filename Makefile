@@ -62,7 +62,7 @@ bench-quick: $(STAMP)
 QUALITY := $(BIN)/python benchmarks/quality.py --seeds 0 1 2 --budget 100 --methods n2n prune uniform random embedding
 bench-small: $(STAMP)
 	$(QUALITY) --name lenet5-digits --model lenet5 --dataset digits --teacher-epochs 30 --epochs 3 \
-		--final-epochs 100 --targets 10 20 50
+		--final-epochs 100 --targets 10 50
 	$(QUALITY) --name cnn1d-mnist1d --model cnn1d --dataset mnist1d --teacher-epochs 30 --epochs 2 \
 		--final-epochs 100 --targets 100 300
 

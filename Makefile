@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TORCH  := torch==2.14.1 torchvision==0.29.1
 DEMO   := runs/demo
 
-.PHONY: venv demo test lint typecheck pytest bench bench-vgg11 bench-small bench-quick clean
+.PHONY: venv demo test lint typecheck pytest bench bench-vgg11 bench-small bench-resnet20 bench-quick clean
 
 venv: $(STAMP)
 
@@ -56,15 +56,19 @@ bench-quick: $(STAMP)
 		--ratios 0.1,0.25,0.5,0.75,1 --min-channels 2 --final-epochs 30
 	$(BIN)/python benchmarks/quality.py --name quick-cnn1d-mnist1d --model cnn1d --dataset mnist1d \
 		--teacher-epochs 30 --methods n2n embedding random uniform prune --targets 100 --seeds 0 --budget 30 \
-		--epochs 2 --final-epochs 50
+		--epochs 1 --final-epochs 30
 
 # The small teachers, every method, three seeds, 100 evaluations (targets set by what each space can reach).
 QUALITY := $(BIN)/python benchmarks/quality.py --seeds 0 1 2 --budget 100 --methods n2n prune uniform random embedding
 bench-small: $(STAMP)
 	$(QUALITY) --name lenet5-digits --model lenet5 --dataset digits --teacher-epochs 30 --epochs 3 \
 		--final-epochs 100 --targets 10 50
-	$(QUALITY) --name cnn1d-mnist1d --model cnn1d --dataset mnist1d --teacher-epochs 30 --epochs 2 \
+	$(QUALITY) --name cnn1d-mnist1d --model cnn1d --dataset mnist1d --teacher-epochs 30 --epochs 1 \
 		--final-epochs 100 --targets 100 300
+
+# Every method on a ResNet-20 teacher on mnist5k, 100 evaluations, three seeds (hours on 2 cores).
+bench-resnet20: $(STAMP)
+	$(QUALITY) --name resnet20-mnist5k --model resnet20 --targets 100 200 500
 
 # Every method on a full-width VGG-11 teacher on mnist5k, 100 evaluations, three seeds (about 1.5 h on 2 cores);
 # finished runs are kept under ~/.cache/archcompress/bench and not repeated.

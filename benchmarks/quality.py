@@ -81,12 +81,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ratios", default="0.02,0.04,0.06,0.1,0.15,0.25,0.5,1")
     parser.add_argument("--min-channels", type=int, default=2)
     parser.add_argument("--work", type=Path, default=None, help="run directories [~/.cache/archcompress/bench]")
+    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch CPU threads")
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads)
     kwargs = {k: float(v) for k, v in (item.split("=", 1) for item in args.model_arg)}
     setting = Setting(
         args.model, kwargs, args.dataset, args.teacher_epochs, args.budget, args.epochs, args.subset or None,

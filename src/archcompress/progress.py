@@ -78,8 +78,11 @@ class SearchProgress:
 
     def update(self, done: int, last: str) -> None:
         """Set the number of finished evaluations and describe the last one."""
-        self._started = True
-        self._progress.start()  # idempotent
+        if not self._started:
+            # marked only once start() has returned: a Ctrl-C inside it must not make __exit__ stop a display
+            # that never finished starting (rich then fails with an IndexError that hides the interrupt)
+            self._progress.start()
+            self._started = True
         self._progress.update(self._task, completed=done, status=last)
 
     def print(self, text: str) -> None:

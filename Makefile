@@ -41,7 +41,7 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
-bench: $(STAMP) bench-vgg11 bench-small
+bench: $(STAMP) bench-vgg11 bench-small bench-resnet20
 	$(BIN)/python benchmarks/space.py
 	$(BIN)/python benchmarks/evaluate.py
 	$(BIN)/python benchmarks/n2n_vs_random.py
@@ -77,6 +77,8 @@ bench-vgg11: $(STAMP)
 	$(VGG) --methods n2n prune n2n-paper --targets 100
 	$(VGG) --methods n2n prune --targets 200 500
 	$(VGG) --methods embedding random uniform --targets 100
+	$(BIN)/python benchmarks/quality.py --name vgg11-mnist5k-high --seeds 0 1 2 --targets 200 500 \
+		--methods n2n prune uniform random embedding
 	$(BIN)/python benchmarks/embedding.py
 
 clean:

@@ -25,6 +25,7 @@ import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ import archcompress
 from archcompress.api import train_teacher
 from archcompress.distill import TrainConfig
 from archcompress.evaluate import Budget, ResultStore, SpaceOptions
+from archcompress.rundir import LOG_FILE, STORE_FILE
 from archcompress.runtime import atomic_write_text, cache_home
 from archcompress.search.n2n.search import N2NOptions
 
@@ -141,6 +143,8 @@ def run_one(setting: Setting, teacher: Path, work: Path, method: str, target: fl
     ) if not (out / "report.json").is_file() else None  # fmt: skip
     report = result.report if result else json.loads((out / "report.json").read_text())
     student, teacher_info = report["student"], report["teacher"]
+    seconds = report["seconds"] if result is None else time.perf_counter() - started
+    resumed, resumed_seconds = work_before_resume(out)
     return {
         "method": method,
         "target": target,
@@ -153,11 +157,23 @@ def run_one(setting: Setting, teacher: Path, work: Path, method: str, target: fl
         "compression": report["compression"]["params"],
         "target_met": report["target"]["met"],
         "evaluations": report["search"]["evaluations"],
-        "hypervolume": hypervolume(out / "store.sqlite", teacher_info["params"]),
+        "hypervolume": hypervolume(out / STORE_FILE, teacher_info["params"]),
         "search_seconds": report["search"]["seconds"],
-        "seconds": report["seconds"] if result is None else time.perf_counter() - started,
+        "seconds": seconds + resumed_seconds,
+        "resumed_evaluations": resumed,
         "run_dir": str(out),
     }
+
+
+def work_before_resume(out: Path) -> tuple[int, float]:
+    """Evaluations stored before the run's last resume, and their training time (the last clock missed it)."""
+    log = out / LOG_FILE
+    resumes = [line for line in log.read_text().splitlines() if " INFO resuming " in line] if log.is_file() else []
+    if not resumes:
+        return 0, 0.0
+    resumed_at = datetime.strptime(resumes[-1][:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()  # logging's local time
+    earlier = [r for r in ResultStore(out / STORE_FILE).query() if r.created < resumed_at]
+    return len(earlier), sum(r.train_seconds or 0.0 for r in earlier)
 
 
 def hypervolume(store_path: Path, teacher_params: int) -> float | None:
@@ -204,6 +220,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "within_1_point": sum(d <= 1.0 and r["target_met"] for d, r in zip(drops, runs, strict=True)),
             "hypervolume_mean": statistics.fmean(volumes) if volumes else None,
             "minutes_mean": statistics.fmean(r["seconds"] for r in runs) / 60,
+            "resumed_runs": sum(bool(r.get("resumed_evaluations")) for r in runs),
         })  # fmt: skip
     return summary
 
@@ -223,7 +240,13 @@ def table(setting: Setting, meta: Any, summary: list[dict[str, Any]]) -> str:
         "max-pooling layers kept (`--keep-pooling`). "
         f"Mean ± standard deviation over {seeds} seed(s); 'within 1 pt': runs that met the target with at most "
         "1.0 point of test accuracy lost; hypervolume: area dominated by the evaluated candidates in "
-        "(log10 compression, val accuracy).",
+        "(log10 compression, val accuracy)."
+        + (
+            " Minutes marked * include resumed runs: the time after the resume plus the training time of the "
+            "evaluations made before it."
+            if any(s.get("resumed_runs") for s in summary)
+            else ""
+        ),
         "",
         "| target | method | test accuracy | drop (points) | compression | params | MACs | met target | "
         "within 1 pt | hypervolume | minutes |",
@@ -235,7 +258,7 @@ def table(setting: Setting, meta: Any, summary: list[dict[str, Any]]) -> str:
             f"| {s['target']:g}x | {s['method']} | {s['test_accuracy_mean']:.2%} ± {s['test_accuracy_std']:.2%} | "
             f"{s['drop_points_mean']:.2f} | {s['compression_mean']:.0f}x | {s['params_mean']:,.0f} | "
             f"{s['macs_mean']:,.0f} | {s['target_met']}/{s['seeds']} | {s['within_1_point']}/{s['seeds']} | "
-            f"{volume} | {s['minutes_mean']:.1f} |"
+            f"{volume} | {s['minutes_mean']:.1f}{'*' if s.get('resumed_runs') else ''} |"
         )
     return "\n".join(lines) + "\n"
 

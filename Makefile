@@ -70,7 +70,7 @@ bench-small: $(STAMP)
 bench-resnet20: $(STAMP)
 	$(QUALITY) --name resnet20-mnist5k --model resnet20 --targets 100 200 500
 
-# Every method on a full-width VGG-11 teacher on mnist5k, 100 evaluations, three seeds (about 1.5 h on 2 cores);
+# Every method on a full-width VGG-11 teacher on mnist5k, 100 evaluations, three seeds (hours on 2 cores);
 # finished runs are kept under ~/.cache/archcompress/bench and not repeated.
 VGG := $(BIN)/python benchmarks/quality.py --name vgg11-mnist5k --seeds 0 1 2
 bench-vgg11: $(STAMP)

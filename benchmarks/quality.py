@@ -227,7 +227,8 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def table(setting: Setting, meta: Any, summary: list[dict[str, Any]]) -> str:
     """The markdown table of the summary, with the setting it was measured under."""
-    seeds = max((s["seeds"] for s in summary), default=0)
+    counts = sorted({s["seeds"] for s in summary}) or [0]
+    seeds = f"{counts[-1]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]} (each row's count in 'met target')"
     lines = [
         f"Teacher {' '.join([setting.model, *(f'{k}={v:g}' for k, v in setting.model_kwargs.items())])} on "
         f"`{setting.dataset}`: {meta.params:,} params, "

@@ -183,6 +183,11 @@ def test_sigkill_mid_search_then_resume_gives_the_uninterrupted_run(
     assert_resumed_like(run, reference(method), stored_before)
 
 
+def default_sigint() -> None:
+    """In the child before exec: a shell that started the test suite in the background set SIGINT to "ignore"."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def count_rows(store: Path) -> int:
     """Rows in a store that another process is writing, read-only (never creates or changes the file)."""
     try:
@@ -306,6 +311,7 @@ def test_ctrl_c_to_the_process_group_stops_a_process_pool_run(
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, like a terminal's foreground job
+        preexec_fn=default_sigint,
     )
     wait_until(lambda: count_rows(run / "store.sqlite") >= 1, process, "the first stored evaluation")
     os.killpg(process.pid, signal.SIGINT)

@@ -245,7 +245,7 @@ def table(setting: Setting, meta: Any, summary: list[dict[str, Any]]) -> str:
         + (
             " Minutes marked * include resumed runs: the time after the resume plus the training time of the "
             "evaluations made before it."
-            if any(s.get("resumed_runs") for s in summary)
+            if any(s["resumed_runs"] for s in summary)
             else ""
         ),
         "",
@@ -259,7 +259,7 @@ def table(setting: Setting, meta: Any, summary: list[dict[str, Any]]) -> str:
             f"| {s['target']:g}x | {s['method']} | {s['test_accuracy_mean']:.2%} ± {s['test_accuracy_std']:.2%} | "
             f"{s['drop_points_mean']:.2f} | {s['compression_mean']:.0f}x | {s['params_mean']:,.0f} | "
             f"{s['macs_mean']:,.0f} | {s['target_met']}/{s['seeds']} | {s['within_1_point']}/{s['seeds']} | "
-            f"{volume} | {s['minutes_mean']:.1f}{'*' if s.get('resumed_runs') else ''} |"
+            f"{volume} | {s['minutes_mean']:.1f}{'*' if s['resumed_runs'] else ''} |"
         )
     return "\n".join(lines) + "\n"
 

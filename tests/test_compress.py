@@ -154,7 +154,10 @@ def test_resume_reuses_every_stored_evaluation(first_run: tuple[Path, Result], t
     assert result.exit_code == 0, (result.output, result.exception)
     report = report_of(run)
     assert report["search"]["from_store"] == 3 and report["search"]["evaluations"] == 3
-    assert report["student"]["candidate"] == report_of(first_run[0])["student"]["candidate"]
+    first = report_of(first_run[0])
+    assert report["student"]["candidate"] == first["student"]["candidate"]
+    assert first["invocations"] == 1 and report["invocations"] == 2
+    assert report["seconds"] > first["seconds"]  # the first invocation's time is counted too
     assert stored_hashes(run / "store.sqlite") == stored_hashes(first_run[0] / "store.sqlite")
     assert snapshot(first_run[0]) == original  # the resumed run wrote into --out only
     assert CompressConfig.from_yaml(run / "config.yaml").out == str(run)

@@ -141,14 +141,14 @@ def run_compression(
     search = None if pruning else make_search(config, space, teacher_val, latency, prior)
     executor = make_executor(config.executor, config.workers, config.ray_address)
     try:
-        run = RunDir(config.out, resume=resume)
+        run = RunDir(config.out, resume=resume, started=started)
     except BaseException:
         executor.close()  # e.g. a local Ray started for this run
         raise
-    interruption = Interruption(run, config, teacher.sha256, teacher_val, space.teacher_cost.params, started)
+    interruption = Interruption(run, config, teacher.sha256, teacher_val, space.teacher_cost.params)
     with run, interruption:  # Ctrl-C: a partial report.json (complete: false), then exit 130 via the CLI
         if resume:
-            log.info("resuming %s", run.path)
+            log.info("resuming %s (invocation %d)", run.path, run.invocations)
         atomic_write_text(run.file(CONFIG_FILE), config.to_yaml())
         if config.method == "embedding" and not resume:
             # --resume must see the same prior, though the shared store then also holds this run's results
@@ -170,8 +170,14 @@ def run_compression(
                 evaluator = Evaluator(
                     context, store, executor, seed=config.seed, method=config.method, space=space, shared_store=shared
                 )
+
+                def progress(status: SearchStatus) -> None:
+                    run.save_elapsed()  # a run killed outright still counts its time up to its last evaluation
+                    if on_progress:
+                        on_progress(status)
+
                 results = _search(
-                    config, evaluator, search, teacher_val, teacher_params, run.file(TENSORBOARD_DIR), on_progress
+                    config, evaluator, search, teacher_val, teacher_params, run.file(TENSORBOARD_DIR), progress
                 )
                 if isinstance(search, N2NSearch):
                     run.file(POLICIES_DIR).mkdir(exist_ok=True)
@@ -182,7 +188,7 @@ def run_compression(
             executor.close()
         interruption.stage = "final distillation"
         chosen = pruned or _best_candidate(config, state, results, teacher_val)
-        search_seconds = time.perf_counter() - started
+        search_seconds = run.elapsed_seconds()  # over every invocation of a resumed run
         target_met = config.target is None or teacher_params / chosen.params >= config.target
         if not target_met:
             log.warning("no evaluated candidate reached the %.1fx target; distilling the best one instead",
@@ -190,7 +196,7 @@ def run_compression(
         final = _final_distillation(config, state, chosen, device)
         save_student(chosen.module, run.file(STUDENT_DIR), {"val_accuracy": final["val_accuracy"], **chosen.metadata})
         report = _report(config, teacher, state, teacher_val, results, chosen, final, target_met, search_seconds,
-                         time.perf_counter() - started)  # fmt: skip
+                         run.elapsed_seconds(), run.invocations)  # fmt: skip
         if isinstance(search, N2NSearch):
             report["n2n"] = {"updates": search.history, "policies": str(run.file(POLICIES_DIR))}
         if isinstance(search, EmbeddingSearch):
@@ -221,7 +227,6 @@ class Interruption:
     teacher_sha256: str
     teacher_val: float
     teacher_params: int
-    started: float
     stage: str | None = "search"
 
     def __enter__(self) -> Interruption:
@@ -270,7 +275,8 @@ class Interruption:
             "search": {"evaluations": len(rows), "statuses": statuses, "budget": config.budget},
             "evaluations": evaluations,
             "top_candidates": [evaluations[i] for i in ranked if rows[i].status == "ok"][:10],
-            "seconds": time.perf_counter() - self.started,
+            "seconds": self.run.elapsed_seconds(),
+            "invocations": self.run.invocations,
         }  # fmt: skip
 
 
@@ -459,6 +465,7 @@ def _report(
     target_met: bool,
     search_seconds: float,
     total_seconds: float,
+    invocations: int,
 ) -> dict[str, Any]:
     teacher_test = evaluate_accuracy(state.teacher.model, state.splits.test, state.device)
     teacher_cost = state.space.teacher_cost
@@ -504,5 +511,6 @@ def _report(
             }
             for r in ranked[:10]
         ],
-        "seconds": total_seconds,
+        "seconds": total_seconds,  # wall time, summed over the invocations of a resumed run
+        "invocations": invocations,
     }

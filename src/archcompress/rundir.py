@@ -6,6 +6,7 @@ import fcntl
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -23,13 +24,16 @@ POLICIES_DIR = "policies"
 CODEC_DIR = "codec"  # the embedding method's trained encoder-decoder
 PRIOR_FILE = "prior.json"  # the embedding method's earlier evaluations, by candidate hash
 TENSORBOARD_DIR = "tb"
+ELAPSED_FILE = "elapsed.json"  # wall seconds of each invocation, so a resumed run reports its whole time
 
 
 class RunDir:
     """A run directory held by this process (an exclusive lock file guards against a second run)."""
 
-    def __init__(self, path: str | Path, *, resume: bool) -> None:
+    def __init__(self, path: str | Path, *, resume: bool, started: float | None = None) -> None:
+        """Create (or, with ``resume``, reopen) the directory; ``started``: this invocation's perf_counter start."""
         self.path = Path(path)
+        self._started = time.perf_counter() if started is None else started
         if self.path.exists() and not resume:
             raise ArchcompressError(
                 f"--out {self.path} already exists: pass --resume to continue that run, or choose a new --out "
@@ -59,6 +63,31 @@ class RunDir:
         logger = logging.getLogger("archcompress")
         logger.setLevel(logging.INFO)
         logger.addHandler(self._log_handler)
+        self._earlier = self._read_earlier_invocations() if resume else []
+
+    @property
+    def invocations(self) -> int:
+        """How many times this run was started: 1, plus one per ``--resume``."""
+        return len(self._earlier) + 1
+
+    def elapsed_seconds(self) -> float:
+        """Wall time of the whole run: the earlier invocations (as last saved) plus this one so far."""
+        return sum(self._earlier) + time.perf_counter() - self._started
+
+    def save_elapsed(self) -> None:
+        """Record this invocation's time so far; a later ``--resume`` adds it to its own (called as work is done)."""
+        self.write_json(ELAPSED_FILE, {"invocation_seconds": [*self._earlier, time.perf_counter() - self._started]})
+
+    def _read_earlier_invocations(self) -> list[float]:
+        path = self.file(ELAPSED_FILE)
+        if not path.is_file():  # a run made before archcompress recorded it, or killed before its first save
+            return []
+        try:
+            seconds = json.loads(path.read_text())["invocation_seconds"]
+            return [float(s) for s in seconds]
+        except (ValueError, KeyError, TypeError):
+            logging.getLogger("archcompress").warning("%s is unreadable: the report's time counts this run only", path)
+            return []
 
     def file(self, name: str) -> Path:
         """A path inside the run directory."""
@@ -71,7 +100,12 @@ class RunDir:
         return target
 
     def close(self) -> None:
-        """Release the lock and the log file."""
+        """Record the elapsed time, release the lock and the log file."""
+        if self._lock is not None:
+            try:
+                self.save_elapsed()
+            except OSError as exc:  # e.g. a full disk: closing must still release the lock
+                logging.getLogger("archcompress").warning("could not record the run's time (%s)", exc)
         logging.getLogger("archcompress").removeHandler(self._log_handler)
         self._log_handler.close()
         if self._lock is not None:

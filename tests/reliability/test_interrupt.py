@@ -17,7 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
 
@@ -26,8 +26,18 @@ from typer.testing import CliRunner
 
 from archcompress.cli import app
 from archcompress.evaluate import ResultStore
+from archcompress.rundir import ELAPSED_FILE
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def sigint_not_ignored() -> Iterator[None]:
+    """Children inherit an ignored SIGINT (a shell that starts the suite in the background sets it): undo that."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
 
 SCRIPT = Path(sys.executable).with_name("archcompress")
 COMMON = ["--epochs", "1", "--subset", "200", "--final-epochs", "1", "--device", "cpu", "--seed", "3"]
@@ -42,8 +52,7 @@ METHODS = {
 HANG_AT = {"n2n": 4, "random": 3, "embedding": 5}
 
 LAUNCHER = """
-import os, pathlib, signal, sys, time
-signal.signal(signal.SIGINT, signal.default_int_handler)  # a parent shell may have set SIGINT to "ignore"
+import os, pathlib, sys, time
 import importlib
 from archcompress.cli import main
 pipeline = importlib.import_module("archcompress.compress")  # the package's `compress` attribute is the function
@@ -177,15 +186,16 @@ def test_sigkill_mid_search_then_resume_gives_the_uninterrupted_run(
     process.send_signal(signal.SIGKILL)
     assert finish(process)[0] == -signal.SIGKILL
     assert not (run / "report.json").exists() and not (run / "student").exists()
+    killed = json.loads((run / ELAPSED_FILE).read_text())["invocation_seconds"]  # saved at its last evaluation
+    assert len(killed) == 1 and killed[0] > 0
 
     done = run_script(["compress", "--resume", "--out", run], subprocess_env)
     assert done.returncode == 0, done.stderr
     assert_resumed_like(run, reference(method), stored_before)
-
-
-def default_sigint() -> None:
-    """In the child before exec: a shell that started the test suite in the background set SIGINT to "ignore"."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    # the report's time is the killed invocation's (up to its last evaluation) plus the resumed one's
+    report, recorded = report_of(run), json.loads((run / ELAPSED_FILE).read_text())["invocation_seconds"]
+    assert report["invocations"] == 2 and recorded[0] == killed[0]
+    assert killed[0] < report["seconds"] <= sum(recorded)
 
 
 def count_rows(store: Path) -> int:
@@ -311,7 +321,6 @@ def test_ctrl_c_to_the_process_group_stops_a_process_pool_run(
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, like a terminal's foreground job
-        preexec_fn=default_sigint,
     )
     wait_until(lambda: count_rows(run / "store.sqlite") >= 1, process, "the first stored evaluation")
     os.killpg(process.pid, signal.SIGINT)

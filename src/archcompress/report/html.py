@@ -335,6 +335,7 @@ def _facts(run: RunRecord) -> str:
         ("statuses", ", ".join(f"{k}: {v}" for k, v in statuses.items()) or None),
         ("search time", _seconds(search.get("seconds"))),
         ("total time", _seconds(report.get("seconds"))),
+        ("invocations", report.get("invocations") if (report.get("invocations") or 1) > 1 else None),  # resumed
     ]
     if target.get("ratio"):
         rows.append(("target", f"{target['ratio']:g}x ({'met' if target.get('met') else 'NOT met'})"))

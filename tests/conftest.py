@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from archcompress.data import DataSplits, load_dataset
+
+# pytest-xdist workers inherit COLUMNS=80; the CLI's consoles, created at import, would keep that width and wrap
+# what the tests read. Tests that need a width set it per invocation.
+os.environ.pop("COLUMNS", None)
 
 
 @pytest.fixture(scope="session")

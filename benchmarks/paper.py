@@ -25,7 +25,8 @@ import shutil
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -599,14 +600,17 @@ class _EpochPrinter:
         pass
 
 
-def _echo_library_log() -> None:
-    """Also print the library's run log (what goes to RUN/log.txt) on stdout, once per process."""
+@contextmanager
+def echo_library_log() -> Iterator[None]:
+    """Also print the library's run log (what goes to RUN/log.txt) on stdout, while in the ``with`` block."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     logger = logging.getLogger("archcompress")
-    if not any(getattr(handler, "_paper_echo", False) for handler in logger.handlers):
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        handler._paper_echo = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:  # a caller's stdout (a test's capture, say) may be closed once main() returns
+        logger.removeHandler(handler)
 
 
 def default_out(config: PaperConfig) -> Path:
@@ -658,7 +662,6 @@ def run(
         compress, teacher=str(teacher_path), out=str(run_dir), data=data, device=device or compress.device
     )
     settings.validate()
-    _echo_library_log()
 
     def progress(status: Any) -> None:
         best = status.best
@@ -670,7 +673,8 @@ def run(
 
     resume = run_dir.exists()
     print(f"{'resuming' if resume else 'starting'} {compress.method} compression in {run_dir}", flush=True)
-    result = run_compression(settings, resume=resume, on_progress=progress)
+    with echo_library_log():
+        result = run_compression(settings, resume=resume, on_progress=progress)
     student = result.report["student"]
     print(
         f"student: test accuracy {student['test_accuracy']:.2%} (teacher {meta.test_accuracy:.2%}), "

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -24,3 +26,12 @@ def digits() -> DataSplits:
 def no_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make torch report no CUDA device, so CUDA error paths behave the same on GPU machines."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+@pytest.fixture(autouse=True)
+def library_log_handlers_are_left_as_found() -> Iterator[None]:
+    """A handler left on the library's logger (e.g. on a test's closed stdout) breaks whatever test runs next."""
+    logger = logging.getLogger("archcompress")
+    before = list(logger.handlers)
+    yield
+    assert logger.handlers == before, f"the test left log handlers behind: {logger.handlers}"

@@ -86,7 +86,8 @@ class RunDir:
             seconds = json.loads(path.read_text())["invocation_seconds"]
             return [float(s) for s in seconds]
         except (ValueError, KeyError, TypeError):
-            logging.getLogger("archcompress").warning("%s is unreadable: the report's time counts this run only", path)
+            log = logging.getLogger("archcompress")
+            log.warning("%s is unreadable: the report's time counts this invocation only", path)
             return []
 
     def file(self, name: str) -> Path:

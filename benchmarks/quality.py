@@ -221,7 +221,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "within_1_point": sum(d <= 1.0 and r["target_met"] for d, r in zip(drops, runs, strict=True)),
             "hypervolume_mean": statistics.fmean(volumes) if volumes else None,
             "minutes_mean": statistics.fmean(r["seconds"] for r in runs) / 60,
-            "resumed_runs": sum(r.get("invocations", 1) > 1 or bool(r.get("resumed_evaluations")) for r in runs),
+            "resumed_runs": sum(r.get("invocations", 1) > 1 for r in runs),
         })  # fmt: skip
     return summary
 

@@ -72,11 +72,14 @@ class RunDir:
 
     def elapsed_seconds(self) -> float:
         """Wall time of the whole run: the earlier invocations (as last saved) plus this one so far."""
-        return sum(self._earlier) + time.perf_counter() - self._started
+        return sum(self._earlier) + self._this_invocation_seconds()
 
     def save_elapsed(self) -> None:
         """Record this invocation's time so far; a later ``--resume`` adds it to its own (called as work is done)."""
-        self.write_json(ELAPSED_FILE, {"invocation_seconds": [*self._earlier, time.perf_counter() - self._started]})
+        self.write_json(ELAPSED_FILE, {"invocation_seconds": [*self._earlier, self._this_invocation_seconds()]})
+
+    def _this_invocation_seconds(self) -> float:
+        return time.perf_counter() - self._started
 
     def _read_earlier_invocations(self) -> list[float]:
         path = self.file(ELAPSED_FILE)

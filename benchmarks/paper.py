@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -38,7 +39,6 @@ from torch import nn
 
 from archcompress.api import train_teacher
 from archcompress.checkpoint import load_teacher, read_checkpoint
-from archcompress.compress import make_search, run_compression
 from archcompress.config import CompressConfig, _build  # _build: the same typed YAML -> dataclass reading
 from archcompress.data import Augmentation, DataOptions, DatasetInfo, TensorSplit, dataset_sources, load_dataset
 from archcompress.data.registry import IMAGEFOLDER_PREFIX
@@ -55,8 +55,11 @@ from archcompress.distill import (
     fit,
 )
 from archcompress.errors import ArchcompressError, first_line, unknown_name_error
+from archcompress.methods import MethodContext, get_method
 from archcompress.models import check_model_io, create_model, reference_kind, zoo_entry
+from archcompress.pipeline import run_compression
 from archcompress.runtime import resolve_device, seed_everything
+from archcompress.search import TeacherStats
 from archcompress.space import CompressionSpace
 
 TEACHER_KEYS = {"model", "model_kwargs", "dataset", "device"}  # besides the TrainConfig fields
@@ -187,9 +190,7 @@ def _compress_config(section: dict[str, Any], teacher: TeacherSpec, where: str) 
             f"config {where}: dataset {dataset!r} differs from the teacher's {teacher.dataset!r}: drop it or make "
             "them equal"
         )
-    config: CompressConfig = _build(
-        CompressConfig, {"teacher": PLACEHOLDER_TEACHER, "out": PLACEHOLDER_OUT, **section}, where
-    )
+    config = CompressConfig.from_mapping({"teacher": PLACEHOLDER_TEACHER, "out": PLACEHOLDER_OUT, **section}, where)
     config = replace(config, dataset=teacher.dataset)
     config.validate()
     _check_device_name(config.device, where)
@@ -415,8 +416,13 @@ def dry_run(
             f"config {config.path}: target {compress.target:g}x is out of reach: this space compresses at most "
             f"{max_compression:.1f}x (lower target or widen space.ratios / space.min_channels)"
         )
-    if compress.method != "prune":
-        make_search(compress, space, teacher_accuracy=0.5)  # the method's own checks (e.g. a --policy file)
+    method = get_method(compress.method)
+    if method.searches:  # the method's own checks (e.g. a --policy file); its search needs only the space
+        cost = space.teacher_cost
+        stand_in = MethodContext(
+            compress, SimpleNamespace(space=space), None, TeacherStats(0.5, cost.params, cost.macs)
+        )  # type: ignore[arg-type]
+        method(stand_in).make_search()
 
     # Candidates are built before the teacher trains: inheriting from a random teacher costs the same.
     budget = compress.candidate

@@ -134,7 +134,7 @@ def run_one(setting: Setting, teacher: Path, work: Path, method: str, target: fl
     options = N2NOptions(reward="paper" if method == "n2n-paper" else "log", stage1_share=setting.stage1_share)
     result = archcompress.compress(
         teacher, out, method=method.removesuffix("-paper"), resume=resume, budget=setting.budget, target=target,
-        seed=seed, final_epochs=setting.final_epochs, uniform_depth=True, n2n=options,
+        seed=seed, final_epochs=setting.final_epochs, settings={"uniform.depth": True}, n2n=options,
         candidate=Budget(epochs=setting.candidate_epochs, subset=setting.subset, batch_size=setting.batch_size,
                          lr=setting.lr),
         space=SpaceOptions(ratios=setting.ratios, min_channels=setting.min_channels, remove_pooling=False),

@@ -9,6 +9,8 @@ import pytest
 import yaml
 
 from archcompress.config import CompressConfig, parse_target
+from archcompress.methods import methods_with_options
+from archcompress.search.n2n.search import PAPER_SHRINK_LR, N2NOptions
 from archcompress.data import DataOptions
 from archcompress.errors import ArchcompressError
 from archcompress.evaluate import Budget, SpaceOptions
@@ -48,7 +50,9 @@ def test_yaml_round_trip_gives_an_equal_config(config: CompressConfig, tmp_path:
         assert isinstance(loaded.data.data_root, Path)
     # and the text lists every setting, defaults included
     raw = yaml.safe_load(path.read_text())
-    assert set(raw) == {f.name for f in dataclasses.fields(CompressConfig)}
+    sections = set(methods_with_options())
+    assert sections == {"n2n", "embedding", "uniform"}
+    assert set(raw) == {f.name for f in dataclasses.fields(CompressConfig)} - {"methods"} | sections
     assert set(raw["candidate"]) == {f.name for f in dataclasses.fields(Budget)}
 
 
@@ -132,7 +136,7 @@ def test_parse_target(text: str | None, expected: float | None) -> None:
     assert parse_target(text) == expected
 
 
-@pytest.mark.parametrize("text", ["ten", "x", "", "-5x", "10xx", "1e3", "10 x 2", "inf"])
+@pytest.mark.parametrize("text", ["ten", "x", "", "-5x", "10xx", "1e", "10 x 2", "inf"])
 def test_parse_target_rejects_other_text(text: str) -> None:
     with pytest.raises(ArchcompressError, match=r"--target .* is not a compression ratio"):
         parse_target(text)
@@ -187,3 +191,34 @@ def test_a_truncated_run_config_is_refused_not_filled_with_defaults(tmp_path) ->
     hand_written = tmp_path / "hand.yaml"
     hand_written.write_text("teacher: t.pt\nout: run\nbudget: 5\n")  # a subset, written by hand: fine
     assert CompressConfig.from_yaml(hand_written).budget == 5
+
+
+def test_the_paper_preset_applies_from_a_hand_written_config_and_from_create(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("teacher: t.pt\nout: run\npreset: paper\ncandidate:\n  batch_size: 200\nn2n:\n  rollouts: 7\n")
+    loaded = CompressConfig.from_yaml(path)
+    assert loaded.candidate == Budget.paper(batch_size=200)  # the preset's budget, with the file's change
+    n2n = loaded.options_for("n2n")
+    assert (n2n.shrink_lr, n2n.stage1_width, n2n.rollouts) == (PAPER_SHRINK_LR, "full", 7)
+    created = CompressConfig.create("t.pt", "run", preset="paper", n2n=N2NOptions(rollouts=7))
+    assert created.candidate == Budget.paper() and created.options_for("n2n").rollouts == 7
+    assert CompressConfig.create("t.pt", "run").candidate == Budget()
+
+
+def test_a_config_from_before_the_constraints_moved_still_reads(tmp_path: Path) -> None:
+    """Run directories written before max_params & co. left the n2n section (and uniform_depth its own) resume."""
+    raw = yaml.safe_load(CompressConfig(teacher="t.pt", out="run").to_yaml())
+    for name in ("max_params", "max_macs", "max_latency_ms", "min_accuracy"):
+        raw.pop(name)
+    raw["n2n"].update(max_params=5000, max_macs=None, min_accuracy=0.5)
+    raw["uniform_depth"] = True
+    raw.pop("uniform")
+    path = tmp_path / "config.yaml"
+    path.write_text("# archcompress run config: every setting, defaults included\n" + yaml.safe_dump(raw))
+    loaded = CompressConfig.from_yaml(path, complete=True)
+    assert (loaded.max_params, loaded.min_accuracy, loaded.options_for("uniform").depth) == (5000, 0.5, True)
+
+
+@pytest.mark.parametrize(("text", "value"), [("10x", 10.0), ("1e9x", 1e9), ("2.5e3", 2500.0), (" 12.5X ", 12.5)])
+def test_target_syntax(text: str, value: float) -> None:
+    assert parse_target(text) == value

@@ -10,8 +10,7 @@ import torch
 from torch import nn
 
 from archcompress.errors import ArchcompressError
-from archcompress.models import create_model
-from archcompress.prune import (
+from archcompress.methods.pruning import (
     classifier_layer,
     kept_channels,
     load_pruned,
@@ -19,6 +18,7 @@ from archcompress.prune import (
     prune_to_params,
     save_pruned,
 )
+from archcompress.models import create_model
 from archcompress.space import Student, count_params
 
 CASES = [  # (reference, per-sample input shape, constructor kwargs, compression factor)

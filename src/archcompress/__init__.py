@@ -3,19 +3,18 @@
 The curated public API; everything else is reachable through its subpackage.
 """
 
-__version__ = "0.1.0"
-
 from archcompress.api import TeacherTrainingResult, compress, evaluate_candidate, train_teacher
 from archcompress.checkpoint import Teacher, TeacherMeta, load_teacher
-from archcompress.compress import CompressionResult
 from archcompress.data import DataOptions, load_dataset
 from archcompress.distill import TrainConfig
 from archcompress.errors import ArchcompressError
 from archcompress.evaluate import Budget
 from archcompress.export import export_student
 from archcompress.models import create_model
+from archcompress.pipeline import CompressionResult
 from archcompress.report import write_report
 from archcompress.space import Candidate, CompressionSpace, load_student, save_student
+from archcompress.version import __version__
 
 __all__ = [
     "ArchcompressError",

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from archcompress import __version__
 from archcompress.checkpoint import TeacherMeta, load_teacher, save_teacher
-from archcompress.compress import CompressionResult, run_compression
-from archcompress.config import CompressConfig
 from archcompress.data import DataOptions, load_dataset
 from archcompress.distill import Callback, TrainConfig, TrainHistory, cross_entropy, evaluate_accuracy, fit
 from archcompress.errors import ArchcompressError
 from archcompress.evaluate import Budget, EvalContext, Evaluator, Result, ResultStore, make_executor, worker_state
 from archcompress.models import check_model_io, create_model, reference_kind
+from archcompress.pipeline import CompressionResult, SearchStatus, run_compression
+from archcompress.pipeline.settings import resolve_settings
 from archcompress.runtime import cache_home, resolve_device, seed_everything
 from archcompress.space import Candidate, CompressionSpace
+from archcompress.version import __version__
+
+log = logging.getLogger("archcompress")
 
 
 def load_model_or_checkpoint(
@@ -56,24 +60,34 @@ def inspect_model(
 
 
 def compress(
-    teacher: str | Path,
-    out: str | Path,
+    teacher: str | Path | None = None,
+    out: str | Path | None = None,
     *,
-    dataset: str | None = None,
-    method: str = "random",
     resume: bool = False,
+    config: str | Path | None = None,
+    on_progress: Callable[[SearchStatus], None] | None = None,
+    labels: Mapping[str, str] | None = None,
+    settings: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> CompressionResult:
-    """Search ``teacher``'s space for a smaller student, distil it, test it once; write the run directory.
+    """Search ``teacher``'s space for a smaller student, distil it, test it once; write the run directory ``out``.
 
-    ``options`` are the fields of :class:`archcompress.config.CompressConfig` (``budget``, ``target``,
-    ``candidate=Budget(...)``, ``executor``, ``workers``, ``final_epochs``, ``seed``, ...).
+    ``options`` are settings of :class:`archcompress.config.CompressConfig` (``method``, ``budget``, ``target``,
+    ``max_macs``, ``preset``, ``candidate=Budget(...)``, ``space=SpaceOptions(...)``, ...) or a method's options
+    by its name (``n2n=N2NOptions(...)``); ``settings`` takes them by path (``{"candidate.epochs": 3}``).
+    Unset ones come from ``preset`` (``fast`` or ``paper``). ``config``: repeat a run from its
+    ``config.yaml`` (``options`` override it, and say so); ``resume``: continue the run in ``out`` (options
+    that would change its results are refused; a larger ``budget`` extends the search). ``on_progress`` is
+    called after every evaluation with the search's status. The CLI's ``compress`` is this function.
     """
-    try:
-        config = CompressConfig(teacher=str(teacher), out=str(out), dataset=dataset, method=method, **options)
-    except TypeError as exc:
-        raise ArchcompressError(f"compress() got an unknown option: {exc}") from exc
-    return run_compression(config, resume=resume)
+    changes = {**options, **(settings or {})}
+    resolved, notes = resolve_settings(
+        teacher=str(teacher) if teacher is not None else None, out=out, changes=changes, resume=resume,
+        config_file=config, labels=labels,
+    )  # fmt: skip
+    for note in notes:
+        log.warning("%s", note, extra={"console": True})
+    return run_compression(resolved, resume=resume, on_progress=on_progress)
 
 
 def evaluate_candidate(

@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+import typer.core
 import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from archcompress import __version__
 from archcompress.errors import ArchcompressError
+from archcompress.version import __version__
 
 app = typer.Typer(
     name="archcompress",
@@ -26,8 +27,30 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+
+
+def _flags_take_no_value() -> None:
+    """Typer's rich help shows a flag's type (``<bool>``) as if the flag took a value: show nothing instead."""
+    original = typer.core.TyperOption.display_type_rich
+
+    def display_type_rich(self: typer.core.TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else original(self, ctx)
+
+    typer.core.TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_take_no_value()
+
+
+def stdout_console() -> Console:
+    """A console for this invocation's output, at the terminal's width now (not at import)."""
+    return Console()
+
+
+def stderr_console() -> Console:
+    """A console for this invocation's errors, warnings and progress bars."""
+    return Console(stderr=True)
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,10 +67,10 @@ def handle_errors(command: F) -> F:
                 raise
             # One line, printed verbatim: wrapped library messages may span lines or contain [markup].
             message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-            err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+            stderr_console().print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            err_console.print("interrupted")
+            stderr_console().print("interrupted")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
@@ -56,9 +79,13 @@ def handle_errors(command: F) -> F:
 class ConsoleWarnings(logging.Handler):
     """While in its ``with`` block, shows the warnings a run logs for the user (``extra={"console": True}``)."""
 
+    def __init__(self, console: Console | None = None) -> None:
+        super().__init__()
+        self.console = console or stderr_console()
+
     def emit(self, record: logging.LogRecord) -> None:
         if getattr(record, "console", False):
-            err_console.print(f"[yellow]warning:[/] {escape(record.getMessage())}", highlight=False, soft_wrap=True)
+            self.console.print(f"[yellow]warning:[/] {escape(record.getMessage())}", highlight=False, soft_wrap=True)
 
     def __enter__(self) -> ConsoleWarnings:
         logging.getLogger("archcompress").addHandler(self)
@@ -77,7 +104,7 @@ def _debug() -> bool:
 
 def _version(value: bool) -> None:
     if value:
-        console.print(f"archcompress {__version__}")
+        stdout_console().print(f"archcompress {__version__}")
         raise typer.Exit()
 
 
@@ -121,7 +148,7 @@ def datasets() -> None:
         "any folder of class sub-folders: PATH/train/<class>/*.jpg, optional test/ or val/",
         "no",
     )
-    console.print(table)
+    stdout_console().print(table)
 
 
 @app.command()
@@ -140,8 +167,8 @@ def models() -> None:
     )
     table.add_row("path/to/file.py:Factory", "your own model: Factory(num_classes=..., input_shape=...) -> nn.Module")
     table.add_row("package.module:Factory", "the same, from an importable module")
-    console.print(table)
-    console.print("Zoo models take --model-arg width=FLOAT to scale every layer's width.")
+    stdout_console().print(table)
+    stdout_console().print("Zoo models take --model-arg width=FLOAT to scale every layer's width.")
 
 
 @app.command("train-teacher")
@@ -161,7 +188,9 @@ def train_teacher_command(
     image_size: Annotated[int, typer.Option(help="Image size for imagefolder:PATH data sets.")] = 224,
     batch_size: Annotated[int, typer.Option(help="Mini-batch size.")] = 128,
     optimizer: Annotated[str, typer.Option(help="sgd (Nesterov momentum) or adam.")] = "sgd",
-    lr: Annotated[float | None, typer.Option(help="Learning rate [default: 0.05 for sgd, 0.001 for adam].")] = None,
+    lr: Annotated[
+        float | None, typer.Option(help=escape("Learning rate [default: 0.05 for sgd, 0.001 for adam]."))
+    ] = None,
     weight_decay: Annotated[float, typer.Option(help="Weight decay (not applied to biases and norms).")] = 5e-4,
     schedule: Annotated[str, typer.Option(help="Learning-rate schedule: cosine, step or none.")] = "cosine",
     augment: Annotated[bool, typer.Option(help="Train-time augmentation (shifts, flips where sensible).")] = True,
@@ -193,25 +222,26 @@ def train_teacher_command(
         image_size=image_size,
         workers=workers,
     )
-    result = train_teacher(
-        model,
-        dataset,
-        out,
-        model_kwargs=parse_model_args(model_arg or []),
-        data=data,
-        train=train,
-        device=device,
-        overwrite=overwrite,
-        callbacks=(TrainingProgress(f"{model} on {dataset}", err_console),),
-    )
+    with ConsoleWarnings():  # e.g. a model the compression space will refuse, said before training starts
+        result = train_teacher(
+            model,
+            dataset,
+            out,
+            model_kwargs=parse_model_args(model_arg or []),
+            data=data,
+            train=train,
+            device=device,
+            overwrite=overwrite,
+            callbacks=(TrainingProgress(f"{model} on {dataset}", stderr_console()),),
+        )
     meta = result.meta
-    console.print(
+    stdout_console().print(
         f"teacher {meta.model} on {meta.dataset}: test accuracy {meta.test_accuracy:.2%}, "
         f"val accuracy {meta.val_accuracy:.2%}, {meta.params:,} params, {result.seconds:.0f}s"
     )
-    console.print(f"checkpoint written to {result.path}")
+    stdout_console().print(f"checkpoint written to {result.path}")
     if meta.test_accuracy is not None and meta.test_accuracy < 1.5 / meta.num_classes:
-        err_console.print(
+        stderr_console().print(
             f"[yellow]warning:[/] test accuracy {meta.test_accuracy:.2%} is near chance "
             f"({1 / meta.num_classes:.2%}): train longer (--epochs) or change --lr before compressing this teacher"
         )
@@ -246,7 +276,9 @@ def inspect(
     input_shape: Annotated[
         str | None, typer.Option(help="C,H,W (or C,L) per sample; needed for a model reference.")
     ] = None,
-    num_classes: Annotated[int | None, typer.Option(help="Classes, for a model reference [default: 10].")] = None,
+    num_classes: Annotated[
+        int | None, typer.Option(help=escape("Classes, for a model reference [default: 10]."))
+    ] = None,
     model_arg: Annotated[
         list[str] | None, typer.Option("--model-arg", help="Model constructor argument KEY=VALUE (repeatable).")
     ] = None,
@@ -263,160 +295,221 @@ def inspect(
     if as_json:
         typer.echo(json.dumps(summary, indent=1))
     else:
-        console.print(render_summary(summary, title=model))
+        stdout_console().print(render_summary(summary, title=model))
+
+
+# Each compress flag -> the setting path it sets (see archcompress.pipeline.settings). Defaults shown in --help come
+# from the options dataclasses through this table, so there is one source of defaults; a flag left out is not
+# a change (that is what lets --resume and --config tell what the user asked for).
+COMPRESS_FLAGS: dict[str, str] = {
+    "dataset": "dataset", "method": "method", "budget": "budget", "target": "target", "max_params": "max_params",
+    "max_macs": "max_macs", "max_latency_ms": "max_latency_ms", "min_accuracy": "min_accuracy",
+    "preset": "preset", "epochs": "candidate.epochs", "subset": "candidate.subset", "loss": "candidate.loss",
+    "final_epochs": "final_epochs", "executor": "executor", "workers": "workers", "ray_address": "ray_address",
+    "store": "store", "uniform_depth": "uniform.depth", "data_root": "data.data_root", "device": "device",
+    "seed": "seed", "rollouts": "n2n.rollouts", "stage1_share": "n2n.stage1_share",
+    "stage1_width": "n2n.stage1_width", "stage2_bases": "n2n.stage2_bases", "stall_updates": "n2n.stall_updates",
+    "reward": "n2n.reward", "objective": "n2n.objective", "constraint": "n2n.constraint", "policy": "n2n.policy",
+    "seed_candidates": "embedding.seed_candidates", "round_size": "embedding.batch_size",
+    "embedding_objective": "embedding.objective", "size_weight": "embedding.size_weight",
+    "ascent_steps": "embedding.ascent_steps", "step_size": "embedding.step_size",
+    "trust_radius": "embedding.trust_radius", "codec": "embedding.codec", "ratios": "space.ratios",
+    "min_channels": "space.min_channels", "keep_pooling": "space.remove_pooling",
+}  # fmt: skip
+
+
+@functools.cache
+def _defaults() -> dict[str, Any]:
+    """The default config of each preset (built once, for --help)."""
+    from archcompress.config import PRESETS, CompressConfig
+
+    return {preset: CompressConfig.create("TEACHER", "OUT", preset=preset) for preset in PRESETS}
+
+
+def _default_text(path: str) -> str:
+    from archcompress.pipeline.settings import get_setting
+
+    values = {preset: get_setting(config, path) for preset, config in _defaults().items()}
+    if path == "space.remove_pooling":  # --keep-pooling is its negation
+        values = {preset: not value for preset, value in values.items()}
+    fast, paper = values["fast"], values["paper"]
+
+    def text(value: Any) -> str:
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if isinstance(value, tuple):
+            return ",".join(f"{v:g}" for v in value)
+        return "none" if value is None else str(value)
+
+    return text(fast) if fast == paper else f"{text(fast)}; paper preset: {text(paper)}"
+
+
+def opt(text: str, name: str, *flags: str) -> Any:
+    """A compress option whose help ends with its default, read from the options dataclasses."""
+    default = _default_text(COMPRESS_FLAGS[name])
+    return typer.Option(*flags, help=escape(f"{text} [default: {default}]"), show_default=False)
+
+
+def _method_help() -> str:
+    from archcompress.methods import get_method, method_names
+
+    return "; ".join(f"{name}: {get_method(name).summary}" for name in method_names()) + "."
+
+
+def _compress_changes(given: dict[str, Any]) -> dict[str, Any]:
+    """The settings the user changed, by path, from the flags given (converted to the settings' types)."""
+    from archcompress.config import parse_target
+
+    convert: dict[str, Callable[[Any], Any]] = {
+        "target": parse_target, "ratios": parse_ratios, "keep_pooling": lambda keep: not keep,
+        "store": str, "policy": str, "codec": str,
+    }  # fmt: skip
+    return {COMPRESS_FLAGS[name]: convert.get(name, lambda v: v)(value) for name, value in given.items()}
+
+
+def _notes_for_other_methods(method: str, given: dict[str, Any]) -> list[str]:
+    """A note for each flag given that only another method reads."""
+    from archcompress.methods import get_method, method_names
+
+    notes = []
+    mine = set(get_method(method).own_flags)
+    for name in given:
+        flag = name.replace("_", "-")
+        owners = [m for m in method_names() if flag in get_method(m).own_flags]
+        if owners and flag not in mine:
+            notes.append(f"--{flag} applies to --method {' / '.join(owners)} only: ignored by --method {method}")
+    return notes
 
 
 @app.command()
 @handle_errors
 def compress(
     teacher: Annotated[str | None, typer.Argument(help="Teacher checkpoint written by train-teacher.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Run directory to create (never overwritten).")] = None,
-    dataset: Annotated[str | None, typer.Option(help="Data set [default: the teacher's].")] = None,
-    method: Annotated[
-        str, typer.Option(help="n2n, random, uniform (one width multiplier) or prune (L1 channel pruning).")
-    ] = "random",
-    budget: Annotated[int, typer.Option(help="Number of candidate evaluations.")] = 20,
-    target: Annotated[str | None, typer.Option(help="Minimum compression, e.g. 10x (teacher/student params).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory to create (new or empty; never overwritten).")] = None,
+    dataset: Annotated[str | None, opt("Data set (none: the teacher's).", "dataset")] = None,
+    method: Annotated[str | None, opt(_method_help(), "method")] = None,
+    budget: Annotated[int | None, opt("Number of distinct candidates to evaluate.", "budget")] = None,
+    target: Annotated[str | None, opt("Minimum compression, e.g. 10x (teacher/student params).", "target")] = None,
+    max_params: Annotated[int | None, opt("The student's parameter limit.", "max_params")] = None,
+    max_macs: Annotated[int | None, opt("The student's limit of multiply-accumulates per sample.", "max_macs")] = None,
+    max_latency_ms: Annotated[
+        float | None, opt("The student's CPU latency limit at batch 1, in milliseconds.", "max_latency_ms")
+    ] = None,
+    min_accuracy: Annotated[float | None, opt("The student's minimum val accuracy (0-1).", "min_accuracy")] = None,
     preset: Annotated[
-        str, typer.Option(help="fast (inherited weights, 2 epochs) or paper (N2N code settings).")
-    ] = "fast",
-    epochs: Annotated[
-        int | None, typer.Option(help="Distillation epochs per candidate [default: from preset].")
+        str | None, opt("fast (inherited weights, short training) or paper (the N2N code's settings).", "preset")
     ] = None,
-    subset: Annotated[int | None, typer.Option(help="Train candidates on this many samples only.")] = None,
-    loss: Annotated[str, typer.Option(help="Distillation loss: l2 (N2N) or kd (Hinton).")] = "l2",
-    final_epochs: Annotated[int, typer.Option(help="Distillation epochs for the chosen student.")] = 10,
-    executor: Annotated[str, typer.Option(help="inline, process or ray.")] = "inline",
-    workers: Annotated[int, typer.Option(help="Parallel evaluations (process/ray executors).")] = 1,
-    ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster instead of a local Ray.")] = None,
-    store: Annotated[Path | None, typer.Option(help="A result store shared between runs and methods.")] = None,
+    epochs: Annotated[int | None, opt("Distillation epochs per candidate.", "epochs")] = None,
+    subset: Annotated[int | None, opt("Train candidates on this many samples only (none: all).", "subset")] = None,
+    loss: Annotated[str | None, opt("Distillation loss: l2 (N2N) or kd (Hinton).", "loss")] = None,
+    final_epochs: Annotated[int | None, opt("Distillation epochs for the chosen student.", "final_epochs")] = None,
+    executor: Annotated[str | None, opt("inline, process or ray.", "executor")] = None,
+    workers: Annotated[int | None, opt("Parallel evaluations (process/ray executors).", "workers")] = None,
+    ray_address: Annotated[str | None, opt("Join this Ray cluster instead of a local Ray.", "ray_address")] = None,
+    store: Annotated[Path | None, opt("A result store shared between runs and methods.", "store")] = None,
     uniform_depth: Annotated[
-        bool, typer.Option(help="uniform: also cut depth uniformly, crossed with widths.")
-    ] = False,
-    data_root: Annotated[Path | None, typer.Option(help="Folder with torchvision data sets.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    rollouts: Annotated[int, typer.Option(help="n2n: rollouts per policy update.")] = 5,
-    stage1_share: Annotated[float, typer.Option(help="n2n: share of --budget for stage 1 (removal).")] = 0.5,
-    stage1_width: Annotated[
-        str,
-        typer.Option(help="n2n: stage 1 at the widest width meeting --target (else the median ratio), median or full."),
-    ] = "target",
-    stage2_bases: Annotated[int, typer.Option(help="n2n: shrink the best this many stage-1 architectures.")] = 1,
-    stall_updates: Annotated[
-        int, typer.Option(help="n2n: a stage has converged after this many updates with no new candidate (0: off).")
-    ] = 3,
-    reward: Annotated[str, typer.Option(help="n2n: paper (C(2-C)) or log (log-scale compression).")] = "paper",
-    objective: Annotated[
-        str, typer.Option(help="n2n: what C measures: params, macs or latency (CPU, batch 1).")
-    ] = "params",
-    constraint: Annotated[str, typer.Option(help="n2n: soft (annealed penalty) or hard (-1).")] = "soft",
-    max_params: Annotated[
-        int | None, typer.Option(help="Parameter limit for the student (n2n constraint; prune: its size).")
+        bool | None, opt("uniform: also cut depth uniformly, crossed with widths.", "uniform_depth")
     ] = None,
-    max_macs: Annotated[int | None, typer.Option(help="n2n: MAC limit for the student.")] = None,
-    min_accuracy: Annotated[float | None, typer.Option(help="n2n: minimum val accuracy (0-1).")] = None,
-    policy: Annotated[Path | None, typer.Option(help="n2n: start from the policies/ of an earlier run.")] = None,
+    data_root: Annotated[Path | None, opt("Folder with torchvision data sets.", "data_root")] = None,
+    device: Annotated[str | None, opt("auto, cpu or cuda.", "device")] = None,
+    seed: Annotated[int | None, opt("Random seed.", "seed")] = None,
+    rollouts: Annotated[int | None, opt("n2n: rollouts per policy update.", "rollouts")] = None,
+    stage1_share: Annotated[float | None, opt("n2n: share of --budget for stage 1 (removal).", "stage1_share")] = None,
+    stage1_width: Annotated[
+        str | None,
+        opt("n2n: stage 1 at the widest width meeting the limits (target), median or full.", "stage1_width"),
+    ] = None,
+    stage2_bases: Annotated[
+        int | None, opt("n2n: shrink the best this many stage-1 architectures.", "stage2_bases")
+    ] = None,
+    stall_updates: Annotated[
+        int | None,
+        opt("n2n: a stage has converged after this many updates with nothing new (0: off).", "stall_updates"),
+    ] = None,
+    reward: Annotated[str | None, opt("n2n: paper (C(2-C)) or log (log-scale compression).", "reward")] = None,
+    objective: Annotated[
+        str | None, opt("n2n: what C measures: params, macs or latency (CPU, batch 1).", "objective")
+    ] = None,
+    constraint: Annotated[
+        str | None, opt("n2n: a constraint violation costs soft (annealed penalty) or hard (-1).", "constraint")
+    ] = None,
+    policy: Annotated[Path | None, opt("n2n: start from the policies/ of an earlier run.", "policy")] = None,
     seed_candidates: Annotated[
-        int, typer.Option(help="embedding: evaluated candidates before the first round (--store results count).")
-    ] = 32,
-    round_size: Annotated[int, typer.Option(help="embedding: new candidates per round (rounds = rest / this).")] = 8,
+        int | None, opt("embedding: evaluated candidates before the first round.", "seed_candidates")
+    ] = None,
+    round_size: Annotated[int | None, opt("embedding: new candidates per round.", "round_size")] = None,
     embedding_objective: Annotated[
-        str, typer.Option(help="embedding: linear (acc - lambda*ln params) or n2n (N2N reward on predictions).")
-    ] = "linear",
-    size_weight: Annotated[float, typer.Option(help="embedding: lambda, accuracy traded per e-fold of size.")] = 0.01,
-    ascent_steps: Annotated[int, typer.Option(help="embedding: gradient steps per ascent path.")] = 20,
-    step_size: Annotated[float, typer.Option(help="embedding: step, as a share of the typical embedding norm.")] = 0.1,
+        str | None, opt("embedding: linear (acc - lambda*ln params) or n2n (N2N reward).", "embedding_objective")
+    ] = None,
+    size_weight: Annotated[
+        float | None, opt("embedding: lambda, accuracy traded per e-fold of size.", "size_weight")
+    ] = None,
+    ascent_steps: Annotated[int | None, opt("embedding: gradient steps per ascent path.", "ascent_steps")] = None,
+    step_size: Annotated[
+        float | None, opt("embedding: step, as a share of the typical embedding norm.", "step_size")
+    ] = None,
     trust_radius: Annotated[
-        float, typer.Option(help="embedding: farthest distance from the start, as a share of the norm.")
-    ] = 1.0,
-    codec: Annotated[Path | None, typer.Option(help="embedding: start from the codec/ of an earlier run.")] = None,
-    ratios: Annotated[str | None, typer.Option(help="Width ratios to choose from, e.g. 0.05,0.1,0.25,0.5,1")] = None,
-    min_channels: Annotated[int, typer.Option(help="A shrunk layer keeps at least this many channels.")] = 10,
+        float | None, opt("embedding: farthest distance from the start, as a share of the norm.", "trust_radius")
+    ] = None,
+    codec: Annotated[Path | None, opt("embedding: start from the codec/ of an earlier run.", "codec")] = None,
+    ratios: Annotated[str | None, opt("Width ratios to choose from, e.g. 0.05,0.1,0.25,0.5,1.", "ratios")] = None,
+    min_channels: Annotated[
+        int | None, opt("A shrunk layer keeps at least this many channels.", "min_channels")
+    ] = None,
     keep_pooling: Annotated[
-        bool, typer.Option(help="Never remove max-pooling layers (removing one saves no params, adds MACs).")
-    ] = False,
+        bool | None, opt("Never remove max-pooling layers (removing one saves no params, adds MACs).", "keep_pooling")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from where it stopped.")] = False,
-    config: Annotated[Path | None, typer.Option(help="Repeat a run from its config.yaml.")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Repeat a run from its config.yaml (flags given override it).")
+    ] = None,
 ) -> None:
     """Search for a smaller student, distil it, test it once, and write the run directory."""
-    from dataclasses import replace
-
-    from archcompress.compress import run_compression
-    from archcompress.config import CompressConfig, parse_target
-    from archcompress.data import DataOptions
-    from archcompress.evaluate import Budget, SpaceOptions
+    from archcompress.api import compress as run
     from archcompress.progress import SearchProgress
-    from archcompress.search.embedding import EmbeddingOptions
-    from archcompress.search.n2n.search import PAPER_SHRINK_LR, N2NOptions
 
-    if resume:
-        if out is None:
-            raise ArchcompressError("--resume needs --out RUN_DIR: the run directory to continue")
-        config_file = out / "config.yaml"
-        settings = CompressConfig.from_yaml(config_file, complete=True) if config_file.is_file() else None
-        if settings is None:
-            raise ArchcompressError(f"--resume {out}: no config.yaml there, so it is not a run directory to continue")
-        settings = replace(settings, out=str(out))  # the directory given, even if the run was moved since
-    elif config is not None:
-        settings = CompressConfig.from_yaml(config)
-        if out is not None:
-            settings = replace(settings, out=str(out))
-    else:
-        if teacher is None or out is None:
-            raise ArchcompressError("give a TEACHER checkpoint and --out RUN_DIR (or --config / --resume)")
-        candidate = Budget.paper() if preset == "paper" else Budget()
-        candidate = replace(candidate, loss=loss, subset=subset)  # type: ignore[arg-type]
-        if epochs is not None:
-            candidate = replace(candidate, epochs=epochs)
-        n2n = N2NOptions(
-            rollouts=rollouts, stage1_share=stage1_share, stage1_width=stage1_width,  # type: ignore[arg-type]
-            stage2_bases=stage2_bases, stall_updates=stall_updates,
-            reward=reward, objective=objective,  # type: ignore[arg-type]
-            constraint=constraint, max_params=max_params, max_macs=max_macs,  # type: ignore[arg-type]
-            min_accuracy=min_accuracy, policy=str(policy) if policy else None,
-        )  # fmt: skip
-        if preset == "paper":
-            n2n = replace(n2n, shrink_lr=PAPER_SHRINK_LR, stage1_width="full")
-        embedding = EmbeddingOptions(
-            seed_candidates=seed_candidates, batch_size=round_size, objective=embedding_objective,  # type: ignore[arg-type]
-            size_weight=size_weight, ascent_steps=ascent_steps, step_size=step_size, trust_radius=trust_radius,
-            codec=str(codec) if codec else None,
-        )  # fmt: skip
-        space = SpaceOptions(min_channels=min_channels, remove_pooling=not keep_pooling)
-        if ratios:
-            space = replace(space, ratios=parse_ratios(ratios))
-        settings = CompressConfig(
-            teacher=teacher, out=str(out), dataset=dataset, method=method, budget=budget,
-            target=parse_target(target), preset=preset, seed=seed, device=device, executor=executor,
-            workers=workers, ray_address=ray_address, final_epochs=final_epochs,
-            store=str(store) if store else None, data=DataOptions(data_root=data_root), candidate=candidate,
-            space=space, n2n=n2n, uniform_depth=uniform_depth, embedding=embedding,
-        )  # fmt: skip
-    settings.validate()
-    with SearchProgress(f"{settings.method} search", settings.budget, err_console) as bar, ConsoleWarnings():
+    given = {name: value for name, value in locals().items() if name in COMPRESS_FLAGS and value is not None}
+    changes = _compress_changes(given)
+    labels = {COMPRESS_FLAGS[name]: "--" + name.replace("_", "-") for name in COMPRESS_FLAGS}
+    stdout, stderr = Console(), Console(stderr=True)
+    with ConsoleWarnings(stderr):
+        from archcompress.pipeline.settings import resolve_settings
 
-        def on_progress(status: Any) -> None:
-            best = status.best
-            text = "no student trained yet"
-            if best is not None and best.params:
-                ratio = status.teacher_params / best.params
-                text = f"best: reward {status.best_reward:.3f}, val {best.val_accuracy:.2%}, {ratio:.1f}x smaller"
-            bar.update(status.done, text)
+        settings, _ = resolve_settings(teacher=teacher, out=out, changes=changes, resume=resume, config_file=config,
+                                       labels=labels)  # fmt: skip
+        for note in _notes_for_other_methods(settings.method, given):
+            stderr.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+        with SearchProgress(f"{settings.method} search", settings.budget, stderr) as bar:
 
-        outcome = run_compression(settings, resume=resume, on_progress=on_progress)
+            def on_progress(status: Any) -> None:
+                best = status.best
+                if best is not None and best.params:
+                    ratio = status.teacher_params / best.params
+                    text = f"best {best.val_accuracy:.2%} val at {ratio:.1f}x (reward {status.best_reward:.3f})"
+                elif status.best_any is not None and status.constraints.any:
+                    text = "no candidate meets the constraints yet"
+                else:
+                    text = "no student trained yet"
+                bar.update(status.done, text)
+
+            outcome = run(teacher, out, resume=resume, config=config, on_progress=on_progress, labels=labels,
+                          settings=changes)  # fmt: skip
     report = outcome.report
+    if outcome.already_complete:
+        stdout.print(f"run {outcome.run_dir} is already complete: nothing to do (raise --budget to search further)")
     student, teacher_info = report["student"], report["teacher"]
     macs = report["compression"]["macs"]
     macs_text = f"{macs:.1f}x fewer MACs" if macs >= 1 else f"{1 / macs:.1f}x more MACs"
-    console.print(
+    stdout.print(
         f"student: test accuracy {student['test_accuracy']:.2%} (teacher {teacher_info['test_accuracy']:.2%}), "
-        f"{student['params']:,} params ({report['compression']['params']:.1f}x fewer), {macs_text}"
+        f"{student['params']:,} params ({report['compression']['params']:.1f}x fewer), {macs_text}",
+        soft_wrap=True,
     )
-    if report["target"]["ratio"] and not report["target"]["met"]:
-        err_console.print(f"[yellow]warning:[/] no candidate reached the {report['target']['ratio']:g}x target")
-    console.print(f"run directory: {outcome.run_dir}  (student in {outcome.run_dir / 'student'})")
-    console.print(f"report: {outcome.run_dir / 'report.html'}")
+    missed = [c["name"] for c in report.get("constraints", []) if c.get("met") is False]
+    if missed:
+        stderr.print(f"[yellow]warning:[/] the student misses the constraint(s): {', '.join(missed)}")
+    stdout.print(f"run directory: {outcome.run_dir}  (student in {outcome.run_dir / 'student'})", soft_wrap=True)
+    stdout.print(f"report: {outcome.run_dir / 'report.html'}", soft_wrap=True)
 
 
 @app.command()
@@ -424,11 +517,13 @@ def compress(
 def evaluate(
     teacher: Annotated[str, typer.Argument(help="Teacher checkpoint written by train-teacher.")],
     candidate: Annotated[Path, typer.Option(help="Candidate JSON file (keep, ratios, kernel_ratios).")],
-    dataset: Annotated[str | None, typer.Option(help="Data set [default: the teacher's].")] = None,
-    epochs: Annotated[int, typer.Option(help="Distillation epochs.")] = 2,
-    loss: Annotated[str, typer.Option(help="l2 or kd.")] = "l2",
-    preset: Annotated[str, typer.Option(help="fast or paper.")] = "fast",
-    store: Annotated[Path | None, typer.Option(help="Result store [default: the shared one in the cache].")] = None,
+    dataset: Annotated[str | None, typer.Option(help=escape("Data set [default: the teacher's]."))] = None,
+    epochs: Annotated[int | None, opt("Distillation epochs.", "epochs")] = None,
+    loss: Annotated[str | None, opt("Distillation loss: l2 or kd.", "loss")] = None,
+    preset: Annotated[str, opt("fast or paper: the candidate training budget.", "preset")] = "fast",
+    store: Annotated[
+        Path | None, typer.Option(help=escape("Result store [default: the shared one in the cache]."))
+    ] = None,
     data_root: Annotated[Path | None, typer.Option(help="Folder with torchvision data sets.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -438,20 +533,24 @@ def evaluate(
 
     from archcompress.api import evaluate_candidate
     from archcompress.data import DataOptions
-    from archcompress.evaluate import Budget
 
     try:
         text = candidate.read_text()
     except OSError as exc:
         raise ArchcompressError(f"cannot read --candidate {candidate} ({exc}): check the path") from exc
-    budget = replace(Budget.paper() if preset == "paper" else Budget(), epochs=epochs, loss=loss)  # type: ignore[arg-type]
+    from archcompress.config import PRESETS, candidate_budget
+
+    if preset not in PRESETS:
+        raise ArchcompressError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    budget = candidate_budget(preset)
+    budget = replace(budget, epochs=epochs or budget.epochs, loss=loss or budget.loss)  # type: ignore[arg-type]
     result = evaluate_candidate(
         teacher, text, dataset=dataset, budget=budget, data=DataOptions(data_root=data_root), store=store,
         device=device, seed=seed,
     )  # fmt: skip
     accuracy = f"{result.val_accuracy:.2%}" if result.val_accuracy is not None else "-"
     seconds = f"{result.train_seconds:.1f}s" if result.train_seconds is not None else "-"
-    console.print(
+    stdout_console().print(
         f"candidate {result.candidate_hash}: {result.status}, val accuracy {accuracy}, "
         f"{result.params or 0:,} params, {result.macs or 0:,} MACs, trained in {seconds}"
         + (" (from the store, not retrained)" if result.from_store else "")
@@ -470,7 +569,7 @@ def report(
     from archcompress.report import write_report
 
     path = write_report(run_dirs, out)
-    console.print(f"report written to {path}")
+    stdout_console().print(f"report written to {path}")
 
 
 @app.command()
@@ -487,9 +586,23 @@ def export(
     from archcompress.export import export_student
 
     path = export_student(run_dir, fmt, out)
-    console.print(f"student exported to {path}")
+    stdout_console().print(f"student exported to {path}")
+
+
+GLOBAL_FLAGS = ("--debug",)  # accepted before or after the command name
+
+
+def run(argv: list[str]) -> Any:
+    """Run the CLI on ``argv`` (without the program name); global flags may come anywhere."""
+    globals_given = [arg for arg in argv if arg in GLOBAL_FLAGS]
+    rest = [arg for arg in argv if arg not in GLOBAL_FLAGS]
+    if "--" in argv:  # everything after "--" is an argument, never a flag
+        cut = argv.index("--")
+        globals_given = [arg for arg in argv[:cut] if arg in GLOBAL_FLAGS]
+        rest = [arg for arg in argv[:cut] if arg not in GLOBAL_FLAGS] + argv[cut:]
+    return app(args=[*globals_given, *rest], prog_name="archcompress")
 
 
 def main() -> None:
     """Console-script entry point."""
-    sys.exit(app())
+    sys.exit(run(sys.argv[1:]))

@@ -1,8 +1,10 @@
 """The resolved settings of a compression run: frozen dataclasses, YAML in and out.
 
-Each component owns its defaults (``DataOptions``, ``Budget``, ``SpaceOptions``); ``CompressConfig`` only
-composes them, so ``config.yaml`` in a run directory lists every setting, defaults included, and
-``archcompress compress --config RUN/config.yaml`` repeats the run.
+Each component owns its defaults (``DataOptions``, ``Budget``, ``SpaceOptions``, and each method's options from
+the method registry); ``CompressConfig`` only composes them, so ``config.yaml`` in a run directory lists every
+setting, defaults included, and ``archcompress compress --config RUN/config.yaml`` repeats the run. A method's
+options are the YAML section named after it (``n2n:``, ``embedding:``, ``uniform:``); a registered method
+with options gets its section without a change here.
 """
 
 from __future__ import annotations
@@ -11,35 +13,63 @@ import dataclasses
 import re
 import types
 import typing
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from archcompress.constraints import Constraints
 from archcompress.data import DataOptions
 from archcompress.errors import ArchcompressError
-from archcompress.evaluate import EXECUTORS, Budget, SpaceOptions
-from archcompress.search.embedding import EmbeddingOptions
-from archcompress.search.n2n.search import N2NOptions
+from archcompress.evaluate import EXECUTORS, Budget
+from archcompress.methods import get_method, methods_with_options
+from archcompress.space import SpaceOptions
 
-METHODS = ("n2n", "embedding", "random", "uniform", "prune")
 PRESETS = ("fast", "paper")
 # First line of every config.yaml archcompress writes: such a file lists every setting, so one with settings
 # missing is damaged (truncated), not hand-written.
 COMPLETE_MARKER = "# archcompress run config: every setting, defaults included\n"
+# Settings that moved since 0.1.0's first run directories: (old path, new path); a config with an old one is
+# read with it moved, so runs started before the move still resume.
+MOVED_SETTINGS = (
+    ("n2n.max_params", "max_params"),
+    ("n2n.max_macs", "max_macs"),
+    ("n2n.min_accuracy", "min_accuracy"),
+    ("uniform_depth", "uniform.depth"),
+)
+ADDED_SETTINGS = ("max_latency_ms",)  # settings a pre-move complete config lacks (their defaults apply)
+
+
+def candidate_budget(preset: str) -> Budget:
+    """The per-candidate training budget of ``preset``: ``fast`` (inherit, 2 epochs) or ``paper`` (N2N code)."""
+    return Budget.paper() if preset == "paper" else Budget()
+
+
+def method_options(preset: str = "fast") -> dict[str, Any]:
+    """Every registered method's options under ``preset``, by method name."""
+    return {name: get_method(name).preset_options(preset) for name in methods_with_options()}
 
 
 @dataclass(frozen=True)
 class CompressConfig:
-    """Every setting of one ``archcompress compress`` run."""
+    """Every setting of one ``archcompress compress`` run.
+
+    Build one with :meth:`create` to get the ``preset``'s defaults for the candidate budget and the method
+    options; the plain constructor takes every default from ``fast``.
+    """
 
     teacher: str
     out: str
     dataset: str | None = None  # None: the data set the teacher was trained on
-    method: str = "random"
+    method: str = "n2n"
     budget: int = 20  # candidate evaluations
     target: float | None = None  # minimum compression ratio (teacher params / student params)
+    max_params: int | None = None
+    max_macs: int | None = None
+    max_latency_ms: float | None = None  # CPU latency at batch 1
+    min_accuracy: float | None = None  # val accuracy, a fraction
     preset: str = "fast"
     seed: int = 0
     device: str = "auto"
@@ -48,40 +78,79 @@ class CompressConfig:
     ray_address: str | None = None
     final_epochs: int = 10
     store: str | None = None  # a shared result store; None: RUN/store.sqlite
-    uniform_depth: bool = False  # uniform: also cut depth uniformly (every k-th layer), crossed with the widths
     data: DataOptions = field(default_factory=DataOptions)
     candidate: Budget = field(default_factory=Budget)
     space: SpaceOptions = field(default_factory=SpaceOptions)
-    n2n: N2NOptions = field(default_factory=N2NOptions)
-    embedding: EmbeddingOptions = field(default_factory=EmbeddingOptions)
+    methods: Mapping[str, Any] = field(default_factory=method_options)  # each method's options, by name
+
+    @classmethod
+    def create(cls, teacher: str, out: str, *, preset: str = "fast", **settings: Any) -> CompressConfig:
+        """A config whose unset candidate budget and method options come from ``preset``.
+
+        A method's options may be given by its name (``n2n=N2NOptions(...)``); unknown settings are refused.
+        """
+        if preset not in PRESETS:
+            raise ArchcompressError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+        methods = dict(method_options(preset))
+        methods.update(settings.pop("methods", {}))
+        for name in list(settings):
+            if name in methods:
+                methods[name] = settings.pop(name)
+        settings.setdefault("candidate", candidate_budget(preset))
+        try:
+            return cls(teacher=teacher, out=out, preset=preset, methods=methods, **settings)
+        except TypeError as exc:
+            known = ", ".join(f.name for f in dataclasses.fields(cls) if f.name != "methods")
+            raise ArchcompressError(f"unknown setting ({exc}); known: {known}, {', '.join(methods)}") from exc
+
+    @property
+    def constraints(self) -> Constraints:
+        """The limits the final student must meet."""
+        return Constraints(self.target, self.max_params, self.max_macs, self.max_latency_ms, self.min_accuracy)
+
+    def options_for(self, method: str) -> Any:
+        """The options of ``method`` (its preset default when this config has none)."""
+        if method in self.methods:
+            return self.methods[method]
+        return get_method(method).preset_options(self.preset)
 
     def validate(self) -> None:
         """Reject impossible settings with a message that names the option."""
-        if self.method not in METHODS:
-            raise ArchcompressError(f"--method {self.method!r} is not available: use one of {', '.join(METHODS)}")
+        method = get_method(self.method)  # refuses an unknown method, naming the available ones
         if self.budget < 1:
             raise ArchcompressError(f"--budget must be at least 1 candidate evaluation, got {self.budget}")
         if self.final_epochs < 1:
             raise ArchcompressError(f"--final-epochs must be at least 1, got {self.final_epochs}")
-        if self.target is not None and self.target <= 1:
-            raise ArchcompressError(f"--target must be a compression ratio above 1 (e.g. 10x), got {self.target}")
         if self.executor not in EXECUTORS:
             raise ArchcompressError(f"--executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         if self.workers < 1:
             raise ArchcompressError(f"--workers must be at least 1, got {self.workers}")
         if self.seed < 0:
             raise ArchcompressError(f"--seed must be a non-negative integer, got {self.seed}")
-        if self.method == "prune" and self.target is None and not self.n2n.max_params:
-            raise ArchcompressError("--method prune needs a size to prune to: give --target (e.g. 10x) or --max-params")
         if self.preset not in PRESETS:
             raise ArchcompressError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        self.constraints.validate()
         self.candidate.validate()
-        self.n2n.validate()
-        self.embedding.validate()
+        for name, options in self.methods.items():
+            expected = methods_with_options().get(name)
+            if expected is None or not isinstance(options, expected):
+                raise ArchcompressError(
+                    f"the options of method {name!r} must be a {getattr(expected, '__name__', '?')}"
+                )
+            if hasattr(options, "validate"):
+                options.validate()
+        method.validate_config(self)
+
+    def notes(self) -> list[str]:
+        """Settings that do not apply to this method, or that work against each other (never fatal)."""
+        return get_method(self.method).config_notes(self)
 
     def to_yaml(self) -> str:
-        """Every setting as YAML (paths as strings)."""
-        return COMPLETE_MARKER + yaml.safe_dump(_plain(dataclasses.asdict(self)), sort_keys=False)
+        """Every setting as YAML (paths as strings); each method's options as the section named after it."""
+        raw = _plain(dataclasses.asdict(self))
+        methods = raw.pop("methods")
+        raw.update({name: methods[name] for name in methods})
+        return COMPLETE_MARKER + yaml.safe_dump(raw, sort_keys=False)
 
     @classmethod
     def from_yaml(cls, path: str | Path, *, complete: bool = False) -> CompressConfig:
@@ -97,25 +166,73 @@ class CompressConfig:
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise ArchcompressError(f"cannot read config {path} ({exc}): check the file") from exc
         complete = complete or text.startswith(COMPLETE_MARKER)
+        return cls.from_mapping(raw, str(path), complete=complete)
+
+    @classmethod
+    def from_mapping(cls, raw: Any, where: str, *, complete: bool = False) -> CompressConfig:
+        """A config from a mapping of settings (YAML-shaped); ``preset`` supplies what the mapping leaves out."""
         if not isinstance(raw, dict):
-            raise ArchcompressError(f"config {path} must be a YAML mapping of settings")
+            raise ArchcompressError(f"config {where} must be a YAML mapping of settings")
+        raw = dict(raw)
+        migrated = _migrate(raw)
+        sections = methods_with_options()
         if complete:
-            missing = _missing(cls, raw)
+            missing = [name for name in _missing(cls, raw) if name != "methods"]
+            missing += [name for name in sections if name not in raw]
+            if migrated:
+                missing = [name for name in missing if name not in ADDED_SETTINGS and name not in sections]
             if missing:
                 raise ArchcompressError(
-                    f"config {path} lacks setting(s) {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}: "
+                    f"config {where} lacks setting(s) {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}: "
                     "the file is damaged or truncated; restore it or start a new run"
                 )
-        return _build(cls, raw, str(path))
+        preset = raw.get("preset", "fast")
+        if preset not in PRESETS:
+            raise ArchcompressError(f"config {where}: preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+        methods = method_options(preset)
+        for name, options_type in sections.items():
+            if name in raw:
+                section = raw.pop(name)
+                if not isinstance(section, dict):
+                    raise ArchcompressError(f"config {where}: setting {name} must be a mapping of settings")
+                methods[name] = _build(options_type, section, f"{where}:{name}", base=methods[name])
+        if "methods" in raw:
+            raise ArchcompressError(f"config {where}: unknown setting methods (write each method's section by name)")
+        if "candidate" in raw and isinstance(raw["candidate"], dict):
+            raw["candidate"] = _build(Budget, raw["candidate"], f"{where}:candidate", base=candidate_budget(preset))
+        elif "candidate" not in raw:
+            raw["candidate"] = candidate_budget(preset)
+        config: CompressConfig = _build(cls, raw, where, extra_known=tuple(sections))
+        return replace(config, methods=methods)
+
+
+def _migrate(raw: dict[str, Any]) -> bool:
+    """Move settings from their old place to their new one (see ``MOVED_SETTINGS``); whether any moved."""
+    moved = False
+    for old, new in MOVED_SETTINGS:
+        *old_parents, old_key = old.split(".")
+        holder: Any = raw
+        for parent in old_parents:
+            holder = holder.get(parent) if isinstance(holder, dict) else None
+        if not isinstance(holder, dict) or old_key not in holder:
+            continue
+        value = holder.pop(old_key)
+        *new_parents, new_key = new.split(".")
+        target = raw
+        for parent in new_parents:
+            target = target.setdefault(parent, {})
+        target.setdefault(new_key, value)
+        moved = True
+    return moved
 
 
 def parse_target(text: str | None) -> float | None:
     """``"10x"``, ``"10"`` or ``"10.5x"`` -> 10.0."""
     if text is None:
         return None
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*[xX]?\s*", text)
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*[xX]?\s*", text)
     if not match:
-        raise ArchcompressError(f"--target {text!r} is not a compression ratio: write it like 10x")
+        raise ArchcompressError(f"--target {text!r} is not a compression ratio: write it like 10x (or 1e3x)")
     return float(match.group(1))
 
 
@@ -142,18 +259,23 @@ def _missing(cls: Any, raw: dict[str, Any], prefix: str = "") -> list[str]:
     return missing
 
 
-def _build(cls: Any, raw: dict[str, Any], where: str) -> Any:
-    """Construct a (nested) frozen dataclass from a mapping, naming unknown or mistyped keys."""
+def _build(cls: Any, raw: dict[str, Any], where: str, *, base: Any = None, extra_known: tuple[str, ...] = ()) -> Any:
+    """Construct a (nested) frozen dataclass from a mapping, naming unknown or mistyped keys.
+
+    ``base``: an instance whose values stand in for the keys the mapping leaves out (else the class defaults).
+    """
     hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name for f in dataclasses.fields(cls)} - {"methods"}
     unknown = sorted(str(key) for key in set(raw) - fields)  # a hand-written YAML may have keys like 1 or null
     if unknown:
-        raise ArchcompressError(
-            f"config {where}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(fields))})"
-        )
-    values = {}
+        known = ", ".join(sorted((*fields, *extra_known)))
+        raise ArchcompressError(f"config {where}: unknown setting(s) {', '.join(unknown)} (known: {known})")
+    values: dict[str, Any] = {}
     for name, value in raw.items():
         hint = hints[name]
+        if dataclasses.is_dataclass(value) and type(value) in _members(hint):
+            values[name] = value  # already built (e.g. a preset's default)
+            continue
         if not _fits(hint, value):
             number = " (YAML reads 1e-3 as text: write 1.0e-3)" if _is_number_text(value) else ""
             raise ArchcompressError(f"config {where}: setting {name} must be {_describe(hint)}, got {value!r}{number}")
@@ -167,7 +289,7 @@ def _build(cls: Any, raw: dict[str, Any], where: str) -> Any:
         else:
             values[name] = value
     try:
-        return cls(**values)
+        return replace(base, **values) if base is not None else cls(**values)
     except TypeError as exc:
         raise ArchcompressError(f"config {where}: {exc}") from exc
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.table import Column
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -16,16 +17,24 @@ from rich.progress import (
 from archcompress.distill.trainer import EpochStats
 
 
-def _bar(console: Console) -> Progress:
-    """description, bar, done/total, a status text, elapsed time and ETA."""
+def _bar(console: Console, description: str = "", total: int = 0) -> Progress:
+    """description, done/total, a short bar, elapsed time and ETA, then the status text.
+
+    The counters and times come first and never wrap; on a narrow terminal the status text is what gets cut
+    (with an ellipsis), so its most important figures are written first.
+    """
+    def fixed(width: int) -> Column:
+        return Column(no_wrap=True, min_width=width)
+
+    counter = 2 * len(str(total)) + 1  # "done/total"
     return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
+        TextColumn("[bold]{task.description}", table_column=fixed(len(description))),
+        MofNCompleteColumn(table_column=fixed(counter)),
+        BarColumn(bar_width=12),
+        TimeElapsedColumn(table_column=fixed(7)),
+        TextColumn("eta", table_column=fixed(3)),
+        TimeRemainingColumn(table_column=fixed(7)),
+        TextColumn("{task.fields[status]}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),
         console=console,
     )
 
@@ -36,7 +45,7 @@ class TrainingProgress:
     def __init__(self, description: str, console: Console | None = None) -> None:
         self.description = description
         self.console = console or Console(stderr=True)
-        self._progress = _bar(self.console)
+        self._progress = _bar(self.console, description)
         self._task: TaskID | None = None
         self._epochs = 0
 
@@ -65,7 +74,7 @@ class SearchProgress:
 
     def __init__(self, description: str, total: int, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
-        self._progress = _bar(self.console)
+        self._progress = _bar(self.console, description, total)
         self._task = self._progress.add_task(description, total=total, status="")
         self._started = False
 

@@ -34,11 +34,8 @@ class RunDir:
         """Create (or, with ``resume``, reopen) the directory; ``started``: this invocation's perf_counter start."""
         self.path = Path(path)
         self._started = time.perf_counter() if started is None else started
-        if self.path.exists() and not resume:
-            raise ArchcompressError(
-                f"--out {self.path} already exists: pass --resume to continue that run, or choose a new --out "
-                "(an existing run directory is never overwritten)"
-            )
+        if not resume:
+            check_new_run_dir(self.path)
         if resume and not (self.path / CONFIG_FILE).is_file():
             raise ArchcompressError(
                 f"--resume {self.path}: no {CONFIG_FILE} there, so it is not a run directory to continue"
@@ -122,3 +119,17 @@ class RunDir:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def check_new_run_dir(path: Path) -> None:
+    """Refuse ``path`` for a new run unless it does not exist or is an empty directory."""
+    if path.exists() and not _is_empty_dir(path):
+        raise ArchcompressError(
+            f"--out {path} already exists: pass --resume to continue that run, or choose a new --out "
+            "(an existing run directory is never overwritten)"
+        )
+
+
+def _is_empty_dir(path: Path) -> bool:
+    """An empty directory made beforehand (e.g. by a job scheduler) is a fine place for a new run."""
+    return path.is_dir() and not any(path.iterdir())

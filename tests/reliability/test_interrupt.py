@@ -55,7 +55,7 @@ LAUNCHER = """
 import os, pathlib, sys, time
 import importlib
 from archcompress.cli import main
-pipeline = importlib.import_module("archcompress.compress")  # the package's `compress` attribute is the function
+final = importlib.import_module("archcompress.pipeline.final")
 executors = importlib.import_module("archcompress.evaluate.executors")
 
 marker = pathlib.Path(os.environ["RELIABILITY_MARKER"])
@@ -76,7 +76,7 @@ def hanging(real):
 if where == "train":  # the count-th candidate training of this process
     executors.run_job = hanging(executors.run_job)
 else:  # "final": the final distillation of the chosen student
-    pipeline.fit = hanging(pipeline.fit)
+    final.fit = hanging(final.fit)
 sys.argv = ["archcompress", *sys.argv[1:]]
 main()
 """

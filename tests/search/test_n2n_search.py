@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
 
+from archcompress.constraints import Constraints
 from archcompress.errors import ArchcompressError
 from archcompress.evaluate import Result
 from archcompress.models import create_model
@@ -25,9 +27,15 @@ def fake_result(space: CompressionSpace, candidate: Candidate, accuracy: float |
     return Result(candidate, space.candidate_hash(candidate), "ok", acc, cost.params, cost.macs, 1.0, 0, False)
 
 
+LIMITS = {field.name for field in dataclasses.fields(Constraints)}
+
+
 def _search(space: CompressionSpace, budget: int = 40, seed: int = 0, **options: object) -> N2NSearch:
+    """An N2N search; ``options`` are N2N options or constraint limits (``max_params=...``)."""
     teacher = TeacherStats(0.98, space.teacher_cost.params, space.teacher_cost.macs)
-    return N2NSearch(space, N2NOptions(**options), teacher, budget, seed)  # type: ignore[arg-type]
+    limits = {name: options.pop(name) for name in list(options) if name in LIMITS}
+    constraints = Constraints(**limits)  # type: ignore[arg-type]
+    return N2NSearch(space, N2NOptions(**options), teacher, budget, seed, constraints=constraints)  # type: ignore[arg-type]
 
 
 def test_stage1_removes_only_and_stage2_shrinks_only_the_best_stage1_architecture(space: CompressionSpace) -> None:

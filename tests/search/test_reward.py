@@ -1,11 +1,11 @@
-"""The N2N reward and the choice of the final student."""
+"""The N2N reward."""
 
 from __future__ import annotations
 
 import pytest
 
 from archcompress.evaluate import Result
-from archcompress.search import INVALID_REWARD, choose_best, compression, n2n_reward, result_reward
+from archcompress.search import INVALID_REWARD, compression, n2n_reward, result_reward
 from archcompress.space import Candidate
 
 TEACHER_PARAMS = 1000
@@ -55,48 +55,3 @@ def test_result_reward_is_minus_one_for_anything_that_did_not_train() -> None:
     assert result_reward(result(500, 0.8), TEACHER_ACC, TEACHER_PARAMS) == pytest.approx(0.75)
     for bad in (result(500, None, "diverged"), result(None, None, "invalid"), result(None, None, "failed: x")):
         assert result_reward(bad, TEACHER_ACC, TEACHER_PARAMS) == INVALID_REWARD == -1.0
-
-
-def test_choose_best_without_target_takes_the_highest_reward() -> None:
-    results = [
-        result(900, 0.8, name="big"),  # 0.19
-        result(500, 0.8, name="half"),  # 0.75
-        result(100, 0.4, name="tiny-bad"),  # 0.495
-        result(None, None, "invalid", name="invalid"),
-        result(50, None, "diverged", name="diverged"),
-    ]
-    best, met = choose_best(results, TEACHER_ACC, TEACHER_PARAMS)
-    assert best is not None and best.candidate_hash == "half" and met is True
-
-
-def test_choose_best_with_a_target_prefers_candidates_that_meet_it() -> None:
-    results = [result(500, 0.8, name="half"), result(200, 0.5, name="fifth"), result(100, 0.2, name="tenth")]
-    # rewards: half 0.75, fifth 0.6, tenth 0.2475; ratios 2x, 5x, 10x
-    best, met = choose_best(results, TEACHER_ACC, TEACHER_PARAMS, target=4.0)
-    assert best is not None and best.candidate_hash == "fifth" and met is True
-    best, met = choose_best(results, TEACHER_ACC, TEACHER_PARAMS, target=10.0)  # exactly 10x meets it
-    assert best is not None and best.candidate_hash == "tenth" and met is True
-    best, met = choose_best(results, TEACHER_ACC, TEACHER_PARAMS, target=2.0)
-    assert best is not None and best.candidate_hash == "half" and met is True
-
-
-def test_choose_best_with_an_unmet_target_returns_the_best_reward_and_says_so() -> None:
-    results = [result(500, 0.8, name="half"), result(200, 0.5, name="fifth")]
-    best, met = choose_best(results, TEACHER_ACC, TEACHER_PARAMS, target=20.0)
-    assert best is not None and best.candidate_hash == "half" and met is False
-
-
-def test_choose_best_breaks_reward_ties_by_fewer_params() -> None:
-    # 0.75 * 0.5 == 0.9375 * 0.4 == 0.375 exactly in floating point
-    results = [result(500, 0.5, name="half"), result(250, 0.4, name="quarter"), result(900, 0.1, name="big")]
-    rewards = [result_reward(r, 1.0, TEACHER_PARAMS) for r in results]
-    assert rewards[0] == rewards[1] == 0.375
-    for ordered in (results, results[::-1]):
-        best, _ = choose_best(ordered, 1.0, TEACHER_PARAMS)
-        assert best is not None and best.candidate_hash == "quarter"
-
-
-def test_choose_best_with_nothing_trained_returns_none() -> None:
-    results = [result(None, None, "invalid"), result(100, None, "diverged"), result(None, None, "failed: boom")]
-    assert choose_best(results, TEACHER_ACC, TEACHER_PARAMS) == (None, False)
-    assert choose_best([], TEACHER_ACC, TEACHER_PARAMS, target=2.0) == (None, False)

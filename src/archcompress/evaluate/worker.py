@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,28 +32,7 @@ from archcompress.errors import first_line
 from archcompress.evaluate.budget import Budget
 from archcompress.evaluate.latency import measure_latency_ms
 from archcompress.runtime import cache_home, resolve_device, seed_everything
-from archcompress.space import DEFAULT_MIN_CHANNELS, DEFAULT_RATIOS, Candidate, CompressionSpace, RemovalRules
-
-
-@dataclass(frozen=True)
-class SpaceOptions:
-    """How the compression space is derived from the teacher."""
-
-    ratios: tuple[float, ...] = DEFAULT_RATIOS
-    kernel_ratios: tuple[float, ...] | None = None
-    min_channels: int = DEFAULT_MIN_CHANNELS
-    remove_pooling: bool = True  # False: max-pooling units stay (cheaper students on small inputs)
-
-    def space_of(self, model: torch.nn.Module, input_shape: tuple[int, ...]) -> CompressionSpace:
-        """The compression space of ``model`` under these options."""
-        return CompressionSpace.from_model(
-            model,
-            input_shape,
-            ratios=self.ratios,
-            kernel_ratios=self.kernel_ratios,
-            min_channels=self.min_channels,
-            rules=RemovalRules(max_pool=self.remove_pooling),
-        )
+from archcompress.space import Candidate, CompressionSpace, SpaceOptions
 
 
 @dataclass(frozen=True)
@@ -102,8 +82,11 @@ class WorkerState:
     device: torch.device
 
 
-# One entry per context fingerprint: a worker process loads the teacher, the data and the logits once.
-_STATES: dict[str, WorkerState] = {}
+# One entry per context fingerprint: a worker process loads the teacher, the data and the logits once. Only the
+# most recently used few are kept, so a notebook that compresses several teachers does not hold all of them (and
+# their training-set logits) in memory.
+MAX_CACHED_STATES = 2
+_STATES: OrderedDict[str, WorkerState] = OrderedDict()
 
 
 def worker_state(context: EvalContext, logits: torch.Tensor | None = None) -> WorkerState:
@@ -114,6 +97,7 @@ def worker_state(context: EvalContext, logits: torch.Tensor | None = None) -> Wo
     """
     key = context.fingerprint()
     if key in _STATES:
+        _STATES.move_to_end(key)
         return _STATES[key]
     device = resolve_device(context.device)
     teacher = load_teacher(context.teacher_path)
@@ -135,6 +119,8 @@ def worker_state(context: EvalContext, logits: torch.Tensor | None = None) -> Wo
         targets = CachedLogits(logits)
     state = WorkerState(context, teacher, splits, train, space, targets, device)
     _STATES[key] = state
+    while len(_STATES) > MAX_CACHED_STATES:
+        _STATES.popitem(last=False)  # the least recently used set-up
     return state
 
 

@@ -20,7 +20,6 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from archcompress import __version__
 from archcompress.errors import ArchcompressError, first_line
 from archcompress.evaluate.store import ResultStore, StoredResult
 from archcompress.report.measure import layer_rows, measure_model
@@ -28,6 +27,7 @@ from archcompress.report.plots import Evaluation, RunSeries, pareto_plot, search
 from archcompress.rundir import CONFIG_FILE, REPORT_FILE, STORE_FILE, STUDENT_DIR
 from archcompress.runtime import atomic_write_text
 from archcompress.search.reward import INVALID_REWARD, n2n_reward
+from archcompress.version import __version__
 
 REPORT_HTML = "report.html"
 
@@ -248,6 +248,7 @@ th, td { border: 1px solid #d5dbe5; padding: 0.3rem 0.6rem; text-align: right; }
 th { background: #eef2f7; } td.text, th.text { text-align: left; }
 tr.removed td { color: #9aa3b2; background: #f7f8fa; } tr.shrunk td.status { color: #a05a00; font-weight: 600; }
 tr.removed td.status { color: #b42318; font-weight: 600; }
+tr.chosen td { background: #edf7ee; font-weight: 600; }
 .banner { border: 2px solid #b42318; background: #fdecea; color: #7a1a12; padding: 0.7rem 1rem; margin: 1rem 0;
           border-radius: 6px; font-weight: 600; }
 .ok { border: 1px solid #2e7d32; background: #edf7ee; color: #1b5e20; padding: 0.4rem 0.8rem; border-radius: 6px;
@@ -312,6 +313,7 @@ def _run_section(run: RunRecord, loader: _Loader, several: bool) -> str:
     out.append("<h3>Layers: teacher → student</h3>")
     out.append(_layers_table(layers) if layers else "<p>No layer table: it needs report.json's student and the "
                "teacher checkpoint (or <code>layers</code> in report.json).</p>")  # fmt: skip
+    out.append(_constraints_table(report))
     if report.get("top_candidates"):
         out.append("<h3>Top candidates (by reward)</h3>")
         out.append(_top_table(report["top_candidates"], report.get("teacher", {}).get("params")))
@@ -441,17 +443,48 @@ def _layers_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def _top_table(top: Sequence[dict[str, Any]], teacher_params: int | None) -> str:
+    """One row per candidate (a repeated proposal once), marked where it meets the constraints or was chosen."""
+    rows = list({str(c.get("candidate_hash")): c for c in top}.values())
+
+    def mark(value: Any, yes: str) -> str:
+        return yes if value is True else ("–" if value is None else "no")
+
     body = "".join(
-        f"<tr><td class='text'><code>{escape(str(c.get('candidate_hash', '')))}</code></td>"
+        ("<tr class='chosen'>" if c.get("chosen") else "<tr>")
+        + f"<td class='text'><code>{escape(str(c.get('candidate_hash', '')))}</code></td>"
         f"<td>{escape(_pct(c.get('val_accuracy')))}</td><td>{escape(_int(c.get('params')))}</td>"
         f"<td>{escape(_ratio(teacher_params / c['params'] if teacher_params and c.get('params') else None))}</td>"
-        f"<td>{escape(_int(c.get('macs')))}</td><td>{escape(_number(c.get('reward')))}</td></tr>"
-        for c in top
+        f"<td>{escape(_int(c.get('macs')))}</td><td>{escape(_number(c.get('reward')))}</td>"
+        f"<td class='text'>{mark(c.get('meets_constraints'), 'yes')}</td>"
+        f"<td class='text'>{'chosen' if c.get('chosen') else ''}</td></tr>"
+        for c in rows
     )
     return (
         "<table class='top'><tr><th class='text'>candidate</th><th>val accuracy (search budget)</th>"
-        f"<th>parameters</th><th>compression</th><th>MACs</th><th>reward</th></tr>{body}</table>"
+        "<th>parameters</th><th>compression</th><th>MACs</th><th>reward</th><th class='text'>meets constraints</th>"
+        f"<th class='text'>final student</th></tr>{body}</table>"
     )
+
+
+def _constraints_table(report: dict[str, Any]) -> str:
+    """The final student against each constraint, and why it was chosen."""
+    checks = report.get("constraints") or []
+    chosen = report.get("chosen") or {}
+    out = []
+    if checks:
+        body = "".join(
+            f"<tr><th class='text'>{escape(str(c.get('name')))}</th><td>{escape(_figure(c.get('limit')))}</td>"
+            f"<td>{escape(_figure(c.get('value')))}</td>"
+            f"<td class='text'>{'–' if c.get('met') is None else ('met' if c.get('met') else 'NOT met')}</td></tr>"
+            for c in checks
+        )
+        out.append(
+            "<h3>Constraints</h3><table class='constraints'><tr><th class='text'>constraint</th><th>limit</th>"
+            f"<th>student</th><th class='text'>met</th></tr>{body}</table>"
+        )
+    if chosen.get("why"):
+        out.append(f"<p class='notes'>Chosen: {escape(str(chosen['why']))}</p>")
+    return "".join(out)
 
 
 def _overview(runs: Sequence[RunRecord]) -> str:
@@ -521,6 +554,14 @@ def _ms(value: Any) -> str:
 
 def _number(value: Any) -> str:
     return "–" if value is None else f"{float(value):.3f}"
+
+
+def _figure(value: Any) -> str:
+    """A count with thousands separators, any other number to four significant digits."""
+    if value is None:
+        return "–"
+    number = float(value)
+    return f"{int(number):,}" if number.is_integer() and abs(number) >= 100 else f"{number:.4g}"
 
 
 def _ratio(value: Any) -> str:

@@ -1,15 +1,27 @@
-"""Search methods: the propose/observe protocol, the N2N reward, and the searches themselves."""
+"""Search methods: the propose/observe protocol, the N2N reward, the final choice, and the searches themselves."""
 
 from archcompress.search.base import Search
 from archcompress.search.baselines import RandomSearch
-from archcompress.search.reward import INVALID_REWARD, choose_best, compression, n2n_reward, result_reward
+from archcompress.search.choice import Choice, choose_student, meets
+from archcompress.search.reward import (
+    INVALID_REWARD,
+    TeacherStats,
+    compression,
+    n2n_reward,
+    result_reward,
+    reward_of,
+)
 
 __all__ = [
     "INVALID_REWARD",
+    "Choice",
     "RandomSearch",
     "Search",
-    "choose_best",
+    "TeacherStats",
+    "choose_student",
     "compression",
+    "meets",
     "n2n_reward",
     "result_reward",
+    "reward_of",
 ]

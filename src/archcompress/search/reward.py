@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from dataclasses import dataclass
 
+from archcompress.errors import ArchcompressError
 from archcompress.evaluate import Result
 
 INVALID_REWARD = -1.0  # [paper] invalid or diverged students
@@ -43,28 +44,50 @@ def annealed_penalty(reward: float, iteration: int, horizon: int = 15) -> float:
     return (e - 1.0) + e * reward
 
 
-def result_reward(result: Result, teacher_accuracy: float, teacher_params: int) -> float:
-    """The reward of an evaluated candidate; -1 for anything that did not train to an accuracy."""
-    if not result.ok or result.val_accuracy is None or result.params is None:
-        return INVALID_REWARD
-    return n2n_reward(result.val_accuracy, result.params, teacher_accuracy, teacher_params)
+def reward_of(
+    status: str, val_accuracy: float | None, size: float | None, teacher_accuracy: float, teacher_size: float
+) -> float:
+    """The paper reward of one evaluation (stored or fresh); -1 for anything that did not train to an accuracy.
 
-
-def choose_best(
-    results: Sequence[Result], teacher_accuracy: float, teacher_params: int, target: float | None = None
-) -> tuple[Result | None, bool]:
-    """The candidate to distil: the highest reward among those meeting ``target`` (teacher/student params).
-
-    Returns ``(best, target_met)``: when no candidate reaches the target, the best reward overall is
-    returned with ``target_met=False``; ``best`` is None only when nothing trained successfully.
+    ``size`` is the student's size under the objective (params, MACs or milliseconds), ``teacher_size`` the
+    teacher's.
     """
-    ok = [r for r in results if r.ok and r.params]
-    if not ok:
-        return None, False
-    key = lambda r: (result_reward(r, teacher_accuracy, teacher_params), -(r.params or 0))  # noqa: E731
-    if target is not None:
-        meeting = [r for r in ok if teacher_params / (r.params or 1) >= target]
-        if meeting:
-            return max(meeting, key=key), True
-        return max(ok, key=key), False
-    return max(ok, key=key), True
+    if status != "ok" or val_accuracy is None or not size:
+        return INVALID_REWARD
+    c = 1.0 - size / teacher_size
+    return c * (2.0 - c) * (val_accuracy / teacher_accuracy)
+
+
+def result_reward(result: Result, teacher_accuracy: float, teacher_params: int) -> float:
+    """The reward of an evaluated candidate on parameters; -1 for anything that did not train to an accuracy."""
+    return reward_of(result.status, result.val_accuracy, result.params, teacher_accuracy, teacher_params)
+
+
+def student_size(result: Result, objective: str) -> float | None:
+    """A result's size under ``objective``: its params, MACs or measured latency in milliseconds."""
+    if objective == "latency":
+        return result.latency_ms
+    return result.params if objective == "params" else result.macs
+
+
+@dataclass(frozen=True)
+class TeacherStats:
+    """What the reward compares a student with."""
+
+    accuracy: float  # on val
+    params: int
+    macs: int
+    latency_ms: float | None = None  # CPU batch-1 latency; needed by ``objective="latency"``
+
+    def size(self, objective: str) -> float:
+        """The teacher's size under ``objective`` (params, MACs or milliseconds)."""
+        if objective == "latency":
+            if self.latency_ms is None:
+                raise ArchcompressError("objective latency needs the teacher's measured latency")
+            return self.latency_ms
+        return float(self.params if objective == "params" else self.macs)
+
+    def reward(self, result: Result, objective: str = "params") -> float:
+        """The paper reward of ``result`` with the compression term measured on ``objective``."""
+        return reward_of(result.status, result.val_accuracy, student_size(result, objective), self.accuracy,
+                         self.size(objective))  # fmt: skip

@@ -5,6 +5,7 @@ from archcompress.space.candidate import Candidate
 from archcompress.space.cost import Cost, count_params, measure_macs
 from archcompress.space.inspect import render_summary, summary
 from archcompress.space.ir import StudentArch
+from archcompress.space.options import SpaceOptions
 from archcompress.space.resolve import InvalidCandidateError, Plan
 from archcompress.space.rules import DEFAULT_RULES, RemovalRules
 from archcompress.space.space import DEFAULT_MIN_CHANNELS, DEFAULT_RATIOS, CompressionSpace
@@ -26,6 +27,7 @@ __all__ = [
     "Plan",
     "RemovalRules",
     "Residual",
+    "SpaceOptions",
     "Student",
     "StudentArch",
     "Unit",

@@ -34,7 +34,7 @@ from archcompress.evaluate import Result
 from archcompress.runtime import atomic_open
 from archcompress.search.embedding.codec import FeatureNorm, TokenCodec
 from archcompress.search.embedding.model import CodecData, CodecModel, Prediction, fit, token_accuracy
-from archcompress.search.n2n.search import TeacherStats
+from archcompress.search.reward import TeacherStats
 from archcompress.space import FEATURE_SCHEMA, Candidate, CompressionSpace
 
 CODEC_FILE = "codec.pt"

@@ -14,7 +14,6 @@ finished evaluation comes back from the result store with the same reward, and t
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,12 +21,20 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from archcompress.constraints import Constraints
 from archcompress.errors import ArchcompressError
 from archcompress.evaluate import Result
 from archcompress.runtime import atomic_open
+from archcompress.search.choice import candidate_checks
 from archcompress.search.n2n.policies import RemovalPolicy, ShrinkPolicy
 from archcompress.search.n2n.reinforce import REMOVAL_LR, SHRINK_LR, Reinforce
-from archcompress.search.reward import INVALID_REWARD, annealed_penalty, log_compression
+from archcompress.search.reward import (
+    INVALID_REWARD,
+    TeacherStats,
+    annealed_penalty,
+    log_compression,
+    student_size,
+)
 from archcompress.space import FEATURE_SCHEMA, Candidate, CompressionSpace
 
 PAPER_SHRINK_LR = 0.1  # [N2N code]; the paper preset uses it, the default is the safer SHRINK_LR
@@ -58,9 +65,6 @@ class N2NOptions:
     reward: Literal["paper", "log"] = "paper"  # log: compression on a log scale, for targets past ~10x
     objective: Literal["params", "macs", "latency"] = "params"  # what the compression term C measures
     constraint: Literal["soft", "hard"] = "soft"  # soft: [N2N code] annealed penalty; hard: -1
-    max_params: int | None = None
-    max_macs: int | None = None
-    min_accuracy: float | None = None
     policy: str | None = None  # a policies/ directory of an earlier run to start from (transfer)
 
     def validate(self) -> None:
@@ -83,29 +87,6 @@ class N2NOptions:
             )
         if self.constraint not in ("soft", "hard"):
             raise ArchcompressError(f"--constraint must be soft or hard, got {self.constraint!r}")
-        for name, limit in (("max-params", self.max_params), ("max-macs", self.max_macs)):
-            if limit is not None and limit < 1:
-                raise ArchcompressError(f"--{name} must be a positive count, got {limit}")
-        if self.min_accuracy is not None and not 0.0 <= self.min_accuracy <= 1.0:
-            raise ArchcompressError(f"--min-accuracy is a fraction between 0 and 1, got {self.min_accuracy}")
-
-
-@dataclass(frozen=True)
-class TeacherStats:
-    """What the reward compares a student with."""
-
-    accuracy: float  # on val
-    params: int
-    macs: int
-    latency_ms: float | None = None  # CPU batch-1 latency; needed by ``objective="latency"``
-
-    def size(self, objective: str) -> float:
-        """The teacher's size under ``objective`` (params, MACs or milliseconds)."""
-        if objective == "latency":
-            if self.latency_ms is None:
-                raise ArchcompressError("objective latency needs the teacher's measured latency")
-            return self.latency_ms
-        return float(self.params if objective == "params" else self.macs)
 
 
 class N2NSearch:
@@ -121,12 +102,15 @@ class N2NSearch:
         budget: int,
         seed: int,
         target: float | None = None,
+        constraints: Constraints | None = None,
     ) -> None:
+        """``constraints``: the student's limits (``target`` alone is a shorthand for ``Constraints(target=...)``)."""
         options.validate()
         self.space = space
         self.options = options
         self.teacher = teacher
-        self.target = target
+        self.constraints = constraints if constraints is not None else Constraints(target=target)
+        target = self.constraints.target
         self.batch_size = options.rollouts
         self.stage1_evaluations = max(1, round(budget * options.stage1_share)) if budget > 1 else budget
         self.generator = torch.Generator().manual_seed(seed)
@@ -241,10 +225,10 @@ class N2NSearch:
 
     def reward(self, result: Result) -> float:
         """``R = Rc * Ra`` with constraints; -1 for students that did not train (invalid, diverged, failed)."""
-        student_size = _student_size(result, self.options.objective)
-        if not result.ok or result.val_accuracy is None or not student_size:
+        size = student_size(result, self.options.objective)
+        if not result.ok or result.val_accuracy is None or not size:
             return INVALID_REWARD
-        ratio = self.teacher.size(self.options.objective) / student_size
+        ratio = self.teacher.size(self.options.objective) / size
         c = log_compression(ratio, self.max_ratio) if self.options.reward == "log" else 1.0 - 1.0 / ratio
         reward = c * (2.0 - c) * (result.val_accuracy / self.teacher.accuracy)
         if self._violates(result):
@@ -253,19 +237,10 @@ class N2NSearch:
 
     def _param_limit(self) -> int | None:
         """The most parameters a student may have (``--max-params`` and ``--target`` together), if limited."""
-        limits = [self.options.max_params] if self.options.max_params else []
-        if self.target is not None:
-            limits.append(math.floor(self.teacher.params / self.target))
-        return min(limits) if limits else None
+        return self.constraints.param_limit(self.teacher.params)
 
     def _violates(self, result: Result) -> bool:
-        options = self.options
-        max_params = self._param_limit()
-        return bool(
-            (max_params is not None and (result.params or 0) > max_params)
-            or (options.max_macs is not None and (result.macs or 0) > options.max_macs)
-            or (options.min_accuracy is not None and (result.val_accuracy or 0.0) < options.min_accuracy)
-        )
+        return any(not check.met for check in candidate_checks(result, self.constraints, self.teacher.params))
 
     def observe(self, results: list[Result]) -> None:
         if len(results) != len(self._pending):
@@ -338,12 +313,6 @@ class N2NSearch:
             }
             with atomic_open(directory / name, "wb") as handle:
                 torch.save(payload, handle)
-
-
-def _student_size(result: Result, objective: str) -> float | None:
-    if objective == "latency":
-        return result.latency_ms
-    return result.params if objective == "params" else result.macs
 
 
 def load_policies(directory: Path, removal: nn.Module, shrink: nn.Module, space: CompressionSpace) -> None:

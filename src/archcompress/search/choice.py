@@ -1,0 +1,76 @@
+"""The choice of the student to distil from a search's results: the best reward among the candidates that
+meet every constraint, or, when none does, the one that comes closest to meeting them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from archcompress.constraints import ConstraintCheck, Constraints
+from archcompress.evaluate import Result
+from archcompress.search.reward import TeacherStats
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The chosen candidate, its constraint checks (on its search figures) and one sentence of why."""
+
+    result: Result
+    checks: list[ConstraintCheck]
+    met: bool  # every constraint met
+    why: str
+
+
+def candidate_checks(result: Result, constraints: Constraints, teacher_params: int) -> list[ConstraintCheck]:
+    """The constraints applied to an evaluated candidate (its search val accuracy for ``min_accuracy``)."""
+    return constraints.check(
+        teacher_params=teacher_params,
+        params=result.params,
+        macs=result.macs,
+        latency_ms=result.latency_ms,
+        val_accuracy=result.val_accuracy,
+    )
+
+
+def meets(result: Result, constraints: Constraints, teacher_params: int) -> bool:
+    """Whether a trained candidate meets every constraint."""
+    return result.ok and all(check.met for check in candidate_checks(result, constraints, teacher_params))
+
+
+def choose_student(
+    results: Sequence[Result], teacher: TeacherStats, constraints: Constraints, objective: str = "params"
+) -> Choice | None:
+    """The candidate to distil (None when nothing trained); see the module docstring.
+
+    Ties on reward go to the smaller student. Among candidates that all miss a constraint, the one with the
+    fewest missed constraints, then the smallest relative excess, then the best reward is chosen.
+    """
+    unique = {r.candidate_hash: r for r in results if r.ok and r.params}  # a repeated proposal counts once
+    if not unique:
+        return None
+    trained = list(unique.values())
+
+    def reward(r: Result) -> float:
+        return teacher.reward(r, objective)
+
+    checks = {r.candidate_hash: candidate_checks(r, constraints, teacher.params) for r in trained}
+    meeting = [r for r in trained if all(c.met for c in checks[r.candidate_hash])]
+    measure = "paper reward" + ("" if objective == "params" else f" on {objective}")
+    if meeting:
+        best = max(meeting, key=lambda r: (reward(r), -(r.params or 0)))
+        if constraints.any:
+            why = (f"the highest {measure} ({reward(best):.3f}) of the {len(meeting)} of {len(trained)} trained "
+                   f"candidates that meet every constraint ({constraints.describe()})")  # fmt: skip
+        else:
+            why = f"the highest {measure} ({reward(best):.3f}) of the {len(trained)} trained candidates"
+        return Choice(best, checks[best.candidate_hash], True, why)
+
+    def closeness(r: Result) -> tuple[int, float, float]:
+        missed = [c for c in checks[r.candidate_hash] if not c.met]
+        return (-len(missed), -sum(c.excess() for c in missed), reward(r))
+
+    best = max(trained, key=closeness)
+    missed = ", ".join(c.name for c in checks[best.candidate_hash] if not c.met)
+    why = (f"none of the {len(trained)} trained candidates meets every constraint ({constraints.describe()}); "
+           f"this one comes closest (misses {missed})")  # fmt: skip
+    return Choice(best, checks[best.candidate_hash], False, why)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import torch
 
+from archcompress.api import train_teacher
 from archcompress.data import DataSplits, load_dataset
+from archcompress.distill import TrainConfig
+from archcompress.runtime import torch_threads
 
 # pytest-xdist workers inherit COLUMNS=80; the CLI's consoles, created at import, would keep that width and wrap
 # what the tests read. Tests that need a width set it per invocation.
@@ -35,3 +40,29 @@ def library_log_handlers_are_left_as_found() -> Iterator[None]:
     before = list(logger.handlers)
     yield
     assert logger.handlers == before, f"the test left log handlers behind: {logger.handlers}"
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A VGG-11 at 1/8 width trained 3 epochs on digits (a few seconds on one core), trained once per test
+    process and shared by every test that compresses or evaluates; tests must not change the file."""
+    path = tmp_path_factory.mktemp("tiny-teacher") / "teacher.pt"
+    with torch_threads(1):
+        train = TrainConfig(epochs=3, augment=False)
+        train_teacher("vgg11", "digits", path, model_kwargs={"width": 0.125}, train=train, device="cpu")
+    return path
+
+
+def mark_unfinished(run: Path) -> Path:
+    """Make a finished run directory look interrupted (a partial report), so that --resume replays it."""
+    path = run / "report.json"
+    report = json.loads(path.read_text())
+    report["complete"] = False
+    path.write_text(json.dumps(report))
+    return run
+
+
+@pytest.fixture
+def unfinished() -> Callable[[Path], Path]:
+    """:func:`mark_unfinished`, for tests that resume a run (a finished one is left untouched by --resume)."""
+    return mark_unfinished

@@ -250,7 +250,7 @@ def test_diverged_training_is_one_error_and_the_progress_display_is_stopped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     terminal = Console(file=io.StringIO(), force_terminal=True, width=120)
-    monkeypatch.setattr(cli, "err_console", terminal)
+    monkeypatch.setattr(cli, "stderr_console", lambda: terminal)
     out = tmp_path / "t.pt"
     result = invoke(train_args(out, "--lr", "1e30", "--epochs", "1", "--batch-size", "64", "--device", "cpu"))
     assert result.exit_code == 2

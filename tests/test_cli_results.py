@@ -21,7 +21,20 @@ from archcompress.export import INPUT_NAME, load_torchscript
 from archcompress.space import load_student
 
 WIDE = {"COLUMNS": "400"}  # no wrapping of long paths in the output
-TINY = ["--budget", "3", "--epochs", "1", "--subset", "200", "--final-epochs", "1", "--device", "cpu"]
+TINY = [
+    "--method",
+    "random",
+    "--budget",
+    "3",
+    "--epochs",
+    "1",
+    "--subset",
+    "200",
+    "--final-epochs",
+    "1",
+    "--device",
+    "cpu",
+]
 
 
 def invoke(args: Sequence[object]) -> Result:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -13,17 +13,28 @@ import torch
 import yaml
 from typer.testing import CliRunner, Result
 
-from archcompress.api import train_teacher
 from archcompress.checkpoint import load_teacher
 from archcompress.cli import app
 from archcompress.config import CompressConfig
-from archcompress.distill import TrainConfig
 from archcompress.evaluate import ResultStore
 from archcompress.runtime import torch_threads
 from archcompress.space import Candidate, CompressionSpace, load_student
 
 WIDE = {"COLUMNS": "400"}  # no wrapping of long paths in the output
-TINY = ["--budget", "3", "--epochs", "1", "--subset", "200", "--final-epochs", "1", "--device", "cpu"]
+TINY = [
+    "--method",
+    "random",
+    "--budget",
+    "3",
+    "--epochs",
+    "1",
+    "--subset",
+    "200",
+    "--final-epochs",
+    "1",
+    "--device",
+    "cpu",
+]
 
 
 def invoke(args: Sequence[str]) -> Result:
@@ -63,12 +74,8 @@ def one_thread(home: Path) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
-    train_teacher(
-        "vgg11", "digits", path, model_kwargs={"width": 0.125}, train=TrainConfig(epochs=3, augment=False), device="cpu"
-    )
-    return path
+def teacher(tiny_teacher: Path) -> Path:
+    return tiny_teacher
 
 
 @pytest.fixture(scope="module")
@@ -147,8 +154,10 @@ def test_an_existing_out_is_never_overwritten(first_run: tuple[Path, Result], te
     assert snapshot(run) == before
 
 
-def test_resume_reuses_every_stored_evaluation(first_run: tuple[Path, Result], tmp_path: Path) -> None:
-    run = copy_run(first_run[0], tmp_path / "moved-run")  # a run directory that was moved keeps working
+def test_resume_reuses_every_stored_evaluation(
+    first_run: tuple[Path, Result], tmp_path: Path, unfinished: Callable[[Path], Path]
+) -> None:
+    run = unfinished(copy_run(first_run[0], tmp_path / "moved-run"))  # a run directory that was moved keeps working
     original = snapshot(first_run[0])
     result = invoke(["compress", "--out", run, "--resume"])
     assert result.exit_code == 0, (result.output, result.exception)

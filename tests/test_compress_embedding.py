@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from typer.testing import CliRunner, Result
 
-from archcompress.api import train_teacher
 from archcompress.cli import app
-from archcompress.distill import TrainConfig
 from archcompress.evaluate import ResultStore
 
 WIDE = {"COLUMNS": "400"}
@@ -25,17 +23,13 @@ def invoke(*args: object) -> Result:
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def teacher(tiny_teacher: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     home = tmp_path_factory.mktemp("home")
-    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ARCHCOMPRESS_HOME", str(home))
         before = torch.get_num_threads()
         torch.set_num_threads(1)
-        train_teacher(
-            "vgg11", "digits", path, model_kwargs={"width": 0.125}, train=TrainConfig(epochs=3, augment=False)
-        )
-        yield path
+        yield tiny_teacher
         torch.set_num_threads(before)
 
 
@@ -44,7 +38,9 @@ def report_of(run: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_embedding_learns_from_the_shared_store_saves_its_codec_and_resumes(teacher: Path, tmp_path: Path) -> None:
+def test_embedding_learns_from_the_shared_store_saves_its_codec_and_resumes(
+    teacher: Path, tmp_path: Path, unfinished: Callable[[Path], Path]
+) -> None:
     shared = tmp_path / "shared.sqlite"
     first = invoke("compress", teacher, "--method", "random", "--budget", "5", *TINY, "--store", shared,
                    "--out", tmp_path / "random")  # fmt: skip
@@ -62,7 +58,7 @@ def test_embedding_learns_from_the_shared_store_saves_its_codec_and_resumes(teac
     own = {r.key.candidate_hash for r in ResultStore(run / "store.sqlite").query()}
     assert len(own) == 8
 
-    resumed = invoke("compress", "--resume", "--out", run)
+    resumed = invoke("compress", "--resume", "--out", unfinished(run))
     assert resumed.exit_code == 0, resumed.output
     again = report_of(run)
     assert again["search"]["from_store"] == again["search"]["proposals"]  # nothing trained twice

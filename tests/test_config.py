@@ -9,11 +9,11 @@ import pytest
 import yaml
 
 from archcompress.config import CompressConfig, parse_target
-from archcompress.methods import methods_with_options
-from archcompress.search.n2n.search import PAPER_SHRINK_LR, N2NOptions
 from archcompress.data import DataOptions
 from archcompress.errors import ArchcompressError
 from archcompress.evaluate import Budget, SpaceOptions
+from archcompress.methods import methods_with_options
+from archcompress.search.n2n.search import PAPER_SHRINK_LR, N2NOptions
 
 
 def full_config() -> CompressConfig:

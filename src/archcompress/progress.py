@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.table import Column
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -13,6 +12,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
 
 from archcompress.distill.trainer import EpochStats
 
@@ -23,6 +23,7 @@ def _bar(console: Console, description: str = "", total: int = 0) -> Progress:
     The counters and times come first and never wrap; on a narrow terminal the status text is what gets cut
     (with an ellipsis), so its most important figures are written first.
     """
+
     def fixed(width: int) -> Column:
         return Column(no_wrap=True, min_width=width)
 

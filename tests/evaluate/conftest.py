@@ -7,10 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from archcompress.api import train_teacher
 from archcompress.checkpoint import load_teacher
 from archcompress.data import DataOptions
-from archcompress.distill import TrainConfig
 from archcompress.evaluate import Budget, EvalContext, EvalOutcome
 from archcompress.evaluate.executors import Executor, Job
 from archcompress.runtime import cache_home, torch_threads
@@ -18,22 +16,9 @@ from archcompress.runtime import cache_home, torch_threads
 TINY = Budget(epochs=1, subset=200)  # a few optimiser steps per candidate
 
 
-def make_teacher(path: Path) -> Path:
-    """Train a VGG-11 at 1/8 width on digits for 3 epochs (a few seconds on one CPU core); returns ``path``."""
-    train_teacher(
-        "vgg11",
-        "digits",
-        path,
-        model_kwargs={"width": 0.125},
-        train=TrainConfig(epochs=3, augment=False),
-        device="cpu",
-    )
-    return path
-
-
 @pytest.fixture(scope="session")
-def teacher_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_teacher(tmp_path_factory.mktemp("teacher") / "teacher.pt")
+def teacher_path(tiny_teacher: Path) -> Path:
+    return tiny_teacher
 
 
 @pytest.fixture(autouse=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,57 +61,56 @@ def _loaded(info: DatasetInfo, train: Any, test: Any, labels: str, channels_last
     )
 
 
-@register_dataset("mnist", "MNIST: 60,000 + 10,000 grey 1x28x28 digits (torchvision, --data-root)", True)
-def load_mnist(options: DataOptions) -> LoadedArrays:
-    from torchvision.datasets import MNIST
+@dataclass(frozen=True)
+class TorchvisionSet:
+    """One torchvision data set: where its files are, how to open it, its shape, statistics and augmentation."""
 
-    train, test = _open("MNIST", "MNIST/raw/*-ubyte", options, lambda r, t, d: MNIST(r, train=t, download=d))
-    info = DatasetInfo("mnist", (1, 28, 28), 10, *MNIST_STATS, Augmentation(shift=2))
-    return _loaded(info, train, test, "targets", channels_last=False)
+    name: str
+    description: str
+    title: str  # for messages
+    layout: str  # the files expected under --data-root
+    dataset_class: str  # in torchvision.datasets
+    shape: tuple[int, ...]
+    classes: int
+    stats: tuple[tuple[float, ...], tuple[float, ...]]
+    augmentation: Augmentation
+    labels: str = "targets"  # the attribute holding the labels
+    channels_last: bool = False  # the images are stored (N, H, W, C)
+    split_argument: bool = False  # opened with split="train"/"test" instead of train=True/False
 
+    def load(self, options: DataOptions) -> LoadedArrays:
+        """Open both parts under ``options.data_root`` and hold them in memory."""
+        import torchvision.datasets
 
-@register_dataset("fashion-mnist", "Fashion-MNIST: 60,000 + 10,000 grey 1x28x28 clothes (torchvision)", True)
-def load_fashion_mnist(options: DataOptions) -> LoadedArrays:
-    from torchvision.datasets import FashionMNIST
+        make = getattr(torchvision.datasets, self.dataset_class)
 
-    train, test = _open(
-        "Fashion-MNIST",
-        "FashionMNIST/raw/*-ubyte",
-        options,
-        lambda r, t, d: FashionMNIST(r, train=t, download=d),
-    )
-    info = DatasetInfo("fashion-mnist", (1, 28, 28), 10, *FASHION_STATS, Augmentation(shift=2, hflip=True))
-    return _loaded(info, train, test, "targets", channels_last=False)
+        def open_part(root: str, train: bool, download: bool) -> Any:
+            if self.split_argument:
+                return make(root, split="train" if train else "test", download=download)
+            return make(root, train=train, download=download)
 
-
-@register_dataset("cifar10", "CIFAR-10: 50,000 + 10,000 colour 3x32x32 images, 10 classes (torchvision)", True)
-def load_cifar10(options: DataOptions) -> LoadedArrays:
-    from torchvision.datasets import CIFAR10
-
-    train, test = _open("CIFAR-10", "cifar-10-batches-py/", options, lambda r, t, d: CIFAR10(r, train=t, download=d))
-    info = DatasetInfo("cifar10", (3, 32, 32), 10, *CIFAR10_STATS, Augmentation(shift=4, hflip=True))
-    return _loaded(info, train, test, "targets", channels_last=True)
-
-
-@register_dataset("cifar100", "CIFAR-100: 50,000 + 10,000 colour 3x32x32 images, 100 classes (torchvision)", True)
-def load_cifar100(options: DataOptions) -> LoadedArrays:
-    from torchvision.datasets import CIFAR100
-
-    train, test = _open("CIFAR-100", "cifar-100-python/", options, lambda r, t, d: CIFAR100(r, train=t, download=d))
-    info = DatasetInfo("cifar100", (3, 32, 32), 100, *CIFAR100_STATS, Augmentation(shift=4, hflip=True))
-    return _loaded(info, train, test, "targets", channels_last=True)
+        train, test = _open(self.title, self.layout, options, open_part)
+        info = DatasetInfo(self.name, self.shape, self.classes, *self.stats, self.augmentation)
+        return _loaded(info, train, test, self.labels, self.channels_last)
 
 
-@register_dataset("svhn", "SVHN: 73,257 + 26,032 colour 3x32x32 house numbers, 10 classes (torchvision)", True)
-def load_svhn(options: DataOptions) -> LoadedArrays:
-    from torchvision.datasets import SVHN
+TORCHVISION_SETS = (
+    TorchvisionSet("mnist", "MNIST: 60,000 + 10,000 grey 1x28x28 digits (torchvision, --data-root)", "MNIST",
+                   "MNIST/raw/*-ubyte", "MNIST", (1, 28, 28), 10, MNIST_STATS, Augmentation(shift=2)),
+    TorchvisionSet("fashion-mnist", "Fashion-MNIST: 60,000 + 10,000 grey 1x28x28 clothes (torchvision)",
+                   "Fashion-MNIST", "FashionMNIST/raw/*-ubyte", "FashionMNIST", (1, 28, 28), 10, FASHION_STATS,
+                   Augmentation(shift=2, hflip=True)),
+    TorchvisionSet("cifar10", "CIFAR-10: 50,000 + 10,000 colour 3x32x32 images, 10 classes (torchvision)", "CIFAR-10",
+                   "cifar-10-batches-py/", "CIFAR10", (3, 32, 32), 10, CIFAR10_STATS,
+                   Augmentation(shift=4, hflip=True), channels_last=True),
+    TorchvisionSet("cifar100", "CIFAR-100: 50,000 + 10,000 colour 3x32x32 images, 100 classes (torchvision)",
+                   "CIFAR-100", "cifar-100-python/", "CIFAR100", (3, 32, 32), 100, CIFAR100_STATS,
+                   Augmentation(shift=4, hflip=True), channels_last=True),
+    # No flips for SVHN: digits are not mirror-symmetric.
+    TorchvisionSet("svhn", "SVHN: 73,257 + 26,032 colour 3x32x32 house numbers, 10 classes (torchvision)", "SVHN",
+                   "train_32x32.mat and test_32x32.mat", "SVHN", (3, 32, 32), 10, SVHN_STATS, Augmentation(shift=4),
+                   labels="labels", split_argument=True),
+)  # fmt: skip
 
-    train, test = _open(
-        "SVHN",
-        "train_32x32.mat and test_32x32.mat",
-        options,
-        lambda r, t, d: SVHN(r, split="train" if t else "test", download=d),
-    )
-    # No flips: digits are not mirror-symmetric.
-    info = DatasetInfo("svhn", (3, 32, 32), 10, *SVHN_STATS, Augmentation(shift=4))
-    return _loaded(info, train, test, "labels", channels_last=False)
+for _set in TORCHVISION_SETS:
+    register_dataset(_set.name, _set.description, True)(_set.load)

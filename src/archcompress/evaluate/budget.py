@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Literal
 
 from archcompress.distill import DistillLoss, LossFn, TeacherTargets, TrainConfig, make_distill_loss
@@ -66,15 +66,6 @@ class Budget:
         )
 
     def train_config(self, seed: int) -> TrainConfig:
-        """The trainer settings for one evaluation."""
-        return TrainConfig(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            optimizer=self.optimizer,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            schedule=self.schedule,
-            augment=self.augment,
-            seed=seed,
-            max_steps=self.max_steps,
-        )
+        """The trainer settings for one evaluation: every field this budget shares with ``TrainConfig``."""
+        shared = {f.name for f in fields(TrainConfig)} & {f.name for f in fields(self)}
+        return replace(TrainConfig(), seed=seed, **{name: getattr(self, name) for name in shared})

@@ -145,6 +145,8 @@ def run_compression(
         raise
     teacher_info = {"checkpoint": config.teacher, "sha256": teacher.sha256, "model": teacher.meta.model,
                     "params": cost.params, "macs": cost.macs, "val_accuracy": teacher_val}  # fmt: skip
+    if latency is not None:
+        teacher_info["latency_ms"] = latency  # what latency rewards and limits compare with
     facts = RunFacts(config.method, dataset, teacher_info, stats, config.constraints, method.objective(),
                      config.budget, 0.0, run.invocations)  # fmt: skip
     interruption = Interruption(run, facts)

@@ -1,0 +1,83 @@
+"""Every switch of ``RemovalRules`` on its own: flipping one changes exactly the units of its kind."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from archcompress.space import CompressionSpace, RemovalRules
+from archcompress.space.ir import ConvSpec
+
+
+class AllKinds(nn.Module):
+    """A user model with one unit of every kind the rules decide on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.down = nn.Sequential(nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU())  # 28 -> 14
+        self.max_pool = nn.MaxPool2d(2)  # 14 -> 7
+        self.body = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
+        self.avg_pool = nn.AvgPool2d(2)  # 7 -> 3
+        self.hidden = nn.Sequential(nn.Linear(8 * 3 * 3, 32), nn.ReLU())
+        self.classifier = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 28, 28)
+        x = self.max_pool(self.down(self.first(x)))
+        x = torch.relu(x + self.body(x))  # an identity residual block
+        return self.classifier(self.hidden(torch.flatten(self.avg_pool(x), 1)))
+
+
+def kind_of(space: CompressionSpace, unit_index: int) -> str:
+    """Which rule decides on the unit: first_layer, classifier, strided_conv, linear, avg_pool, max_pool,
+    body_layers, identity_blocks, or other."""
+    unit = space.units[unit_index]
+    if unit.kind == "block":
+        return "identity_blocks"
+    if unit.branch == "body":
+        return "body_layers"
+    spec = space.layers[unit.layers[0]].spec if unit.layers else None
+    if unit.name.startswith("first"):
+        return "first_layer"
+    if unit.name.startswith("classifier"):
+        return "classifier"
+    if isinstance(spec, ConvSpec) and max(spec.stride) > 1:
+        return "strided_conv"
+    if unit.kind == "linear":
+        return "linear"
+    if unit.kind == "pool":
+        return "max_pool" if "max" in unit.name else "avg_pool"
+    return "other"
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return AllKinds().eval()
+
+
+def removable(model: nn.Module, rules: RemovalRules) -> dict[int, bool]:
+    space = CompressionSpace.from_model(model, (1, 28, 28), rules=rules)
+    return {unit.index: unit.removable for unit in space.units}
+
+
+def test_the_model_has_a_unit_of_every_kind(model: nn.Module) -> None:
+    space = CompressionSpace.from_model(model, (1, 28, 28))
+    kinds = {kind_of(space, u.index) for u in space.units}
+    assert {f.name for f in dataclasses.fields(RemovalRules)} <= kinds
+
+
+@pytest.mark.parametrize("switch", [f.name for f in dataclasses.fields(RemovalRules)])
+def test_each_switch_changes_only_its_own_units(model: nn.Module, switch: str) -> None:
+    # the classifier is also a fully connected layer: its switch shows once linear layers may go
+    default = RemovalRules(linear=True) if switch == "classifier" else RemovalRules()
+    flipped = dataclasses.replace(default, **{switch: not getattr(default, switch)})
+    space = CompressionSpace.from_model(model, (1, 28, 28))
+    before, after = removable(model, default), removable(model, flipped)
+    changed = {index for index in before if before[index] != after[index]}
+    assert changed, f"flipping {switch} changed nothing"
+    assert {kind_of(space, index) for index in changed} == {switch}
+    assert all(after[index] == getattr(flipped, switch) for index in changed)

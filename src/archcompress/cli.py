@@ -315,6 +315,7 @@ COMPRESS_FLAGS: dict[str, str] = {
     "ascent_steps": "embedding.ascent_steps", "step_size": "embedding.step_size",
     "trust_radius": "embedding.trust_radius", "codec": "embedding.codec", "ratios": "space.ratios",
     "min_channels": "space.min_channels", "keep_pooling": "space.remove_pooling",
+    "kernel_ratios": "space.kernel_ratios",
 }  # fmt: skip
 
 
@@ -361,7 +362,8 @@ def _compress_changes(given: dict[str, Any]) -> dict[str, Any]:
     from archcompress.config import parse_target
 
     convert: dict[str, Callable[[Any], Any]] = {
-        "target": parse_target, "ratios": parse_ratios, "keep_pooling": lambda keep: not keep,
+        "target": parse_target, "ratios": parse_ratios, "kernel_ratios": parse_ratios,
+        "keep_pooling": lambda keep: not keep,
         "store": str, "policy": str, "codec": str,
     }  # fmt: skip
     return {COMPRESS_FLAGS[name]: convert.get(name, lambda v: v)(value) for name, value in given.items()}
@@ -453,6 +455,12 @@ def compress(
     ] = None,
     codec: Annotated[Path | None, opt("embedding: start from the codec/ of an earlier run.", "codec")] = None,
     ratios: Annotated[str | None, opt("Width ratios to choose from, e.g. 0.05,0.1,0.25,0.5,1.", "ratios")] = None,
+    kernel_ratios: Annotated[
+        str | None,
+        opt(
+            "Kernel-size ratios for plain convs, e.g. 0.34,1 (3x3 may become 1x1); none: kernels stay.", "kernel_ratios"
+        ),
+    ] = None,
     min_channels: Annotated[
         int | None, opt("A shrunk layer keeps at least this many channels.", "min_channels")
     ] = None,
@@ -543,7 +551,11 @@ def evaluate(
     if preset not in PRESETS:
         raise ArchcompressError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     budget = candidate_budget(preset)
-    budget = replace(budget, epochs=epochs or budget.epochs, loss=loss or budget.loss)  # type: ignore[arg-type]
+    budget = replace(
+        budget,
+        epochs=budget.epochs if epochs is None else epochs,
+        loss=loss or budget.loss,  # type: ignore[arg-type]
+    )
     result = evaluate_candidate(
         teacher, text, dataset=dataset, budget=budget, data=DataOptions(data_root=data_root), store=store,
         device=device, seed=seed,

@@ -284,3 +284,15 @@ def test_results_are_keyed_by_seed(
     assert not other_seed.from_store and other_seed.seed == 1 and len(executor.jobs) == 1
     assert executor.jobs[0][1] == 1
     assert len(store) == 2
+
+
+def test_the_worker_keeps_only_the_most_recently_used_set_ups(make_context: Callable[..., EvalContext]) -> None:
+    """A notebook that compresses several teachers (or budgets) must not keep every set-up and its logits."""
+    from archcompress.evaluate import worker
+
+    contexts = [make_context(Budget(epochs=1, subset=size)) for size in (100, 200, 300)]
+    states = [worker_state(context) for context in contexts]
+    assert len(worker._STATES) <= worker.MAX_CACHED_STATES
+    assert worker_state(contexts[2]) is states[2]  # the newest is reused as is
+    assert contexts[0].fingerprint() not in worker._STATES  # the oldest was let go
+    assert worker_state(contexts[0]) is not states[0]  # and is built again when asked for

@@ -257,9 +257,9 @@ def copy_run(run: Path, target: Path) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["truncated", "one-byte", "garbage", "flipped"])
 def test_a_damaged_run_store_stops_resume_with_one_line_and_is_not_modified(
-    finished_run: Path, tmp_path: Path, how: str
+    finished_run: Path, tmp_path: Path, how: str, unfinished: Callable[[Path], Path]
 ) -> None:
-    run = copy_run(finished_run, tmp_path / "run")
+    run = unfinished(copy_run(finished_run, tmp_path / "run"))  # a finished run's --resume reads nothing
     damaged = damage(run / "store.sqlite", how)
     result = invoke(["compress", "--resume", "--out", run])
     assert_one_line_error(result, "store.sqlite", "corrupt")

@@ -223,3 +223,43 @@ def test_without_a_limit_stage1_builds_each_removal_at_the_median_ratio(space: C
     for width in ("target", "median"):
         search = _search(space, stage1_width=width)
         assert all(c == space.uniform_candidate(median, c.keep) for c in search.propose(5))
+
+
+@pytest.fixture(scope="module")
+def kernel_space() -> CompressionSpace:
+    """The VGG-11 space with kernel ratios: each plain 3x3 conv may become 1x1 (ratio 0.34) or stay 3x3."""
+    torch.manual_seed(0)
+    model = create_model("vgg11", (1, 28, 28), 10, {"width": 0.25}).eval()
+    return CompressionSpace.from_model(model, (1, 28, 28), kernel_ratios=(0.34, 1.0))
+
+
+def test_stage2_shrinks_kernels_when_the_space_has_kernel_ratios(
+    kernel_space: CompressionSpace, tmp_path: Path
+) -> None:
+    assert kernel_space.kernel_units
+    search = _search(kernel_space, budget=10, rollouts=5, stage1_width="full")
+    full = kernel_space.teacher_candidate().kernel_ratios
+    proposals: list[Candidate] = []
+    while len(proposals) < 40:
+        batch = search.propose(5)
+        proposals += batch
+        search.observe([fake_result(kernel_space, c, accuracy=0.9) for c in batch])
+    stage2 = [c for c in proposals if c.ratios != kernel_space.teacher_candidate().ratios]
+    # kernels are chosen, not copied from the base, and such students are valid
+    assert any(c.kernel_ratios != full and kernel_space.check(c) is None for c in stage2)
+    # the kernel policy learns with the width policy: one Adam over both
+    trained = {id(p) for group in search.shrink_trainer.optimizer.param_groups for p in group["params"]}
+    assert search.kernel is not None and all(id(p) in trained for p in search.kernel.parameters())
+    search.save_policies(tmp_path)
+    assert (tmp_path / "kernel.pt").is_file()
+    again = _search(kernel_space, budget=10, policy=str(tmp_path))
+    assert again.kernel is not None
+    for name, value in again.kernel.state_dict().items():
+        assert torch.equal(value, search.kernel.state_dict()[name])
+
+
+def test_a_space_without_kernel_ratios_has_no_kernel_policy(space: CompressionSpace, tmp_path: Path) -> None:
+    search = _search(space)
+    assert search.kernel is None
+    search.save_policies(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["removal.pt", "shrink.pt"]

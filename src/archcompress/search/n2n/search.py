@@ -42,6 +42,7 @@ OBJECTIVES = ("params", "macs", "latency")
 STAGE1_WIDTHS = ("target", "full", "median")
 REMOVAL_FILE = "removal.pt"
 SHRINK_FILE = "shrink.pt"
+KERNEL_FILE = "kernel.pt"  # only when the space has kernel ratios
 
 
 @dataclass(frozen=True)
@@ -121,12 +122,14 @@ class N2NSearch:
         self.seed = seed
         self.removal = RemovalPolicy(features.shape[1])
         self.shrink = ShrinkPolicy(features.shape[1], len(space.ratios))
+        # kernel sizes, when the space has kernel ratios: a second autoregressive policy over the kernel units
+        self.kernel = ShrinkPolicy(features.shape[1], len(space.kernel_ratios)) if space.kernel_units else None
         if options.policy:
-            load_policies(Path(options.policy), self.removal, self.shrink, space)
+            load_policies(Path(options.policy), self.removal, self.shrink, space, self.kernel)
         self.removal_trainer = Reinforce(
             self.removal, options.removal_lr, options.baseline_decay, options.entropy_weight
         )
-        self.shrink_trainer = Reinforce(self.shrink, options.shrink_lr, options.baseline_decay, options.entropy_weight)
+        self.shrink_trainer = self._shrink_trainer()
         self._stage = 1
         self._stalled = 0  # updates in a row that proposed no new candidate
         self._base_offset = 0  # stage 2 shrinks the stage-1 architectures ranked from here on
@@ -219,7 +222,27 @@ class N2NSearch:
             group = self.space.units[unit].shrink_group
             assert group is not None
             ratios[group] = self.space.ratios[int(sample.actions[position])]
-        return Candidate(keep=base.keep, ratios=tuple(ratios), kernel_ratios=base.kernel_ratios)
+        kernel_ratios = list(base.kernel_ratios)
+        entries = self._kernel_entries(base)
+        if self.kernel is not None and entries:
+            kernel_units = [self.space.kernel_units[entry] for entry in entries]
+            kernels = self.kernel.sample(self.features[kernel_units], self.generator)
+            for position, entry in enumerate(entries):
+                kernel_ratios[entry] = self.space.kernel_ratios[int(kernels.actions[position])]
+            log_prob, entropy = self._pending.pop()  # one rollout: widths and kernels together
+            self._pending.append((log_prob + kernels.log_prob, entropy + kernels.entropy))
+        return Candidate(keep=base.keep, ratios=tuple(ratios), kernel_ratios=tuple(kernel_ratios))
+
+    def _kernel_entries(self, base: Candidate) -> list[int]:
+        """Positions in ``Candidate.kernel_ratios`` whose unit is present in the base student."""
+        present = self.space.candidate_features(base)[:, len(FEATURE_SCHEMA)] > 0
+        return [entry for entry, unit in enumerate(self.space.kernel_units) if present[unit]]
+
+    def _shrink_trainer(self) -> Reinforce:
+        """REINFORCE over the stage-2 policies (widths, and kernels when the space has them)."""
+        options = self.options
+        policies = nn.ModuleList([self.shrink] + ([self.kernel] if self.kernel is not None else []))
+        return Reinforce(policies, options.shrink_lr, options.baseline_decay, options.entropy_weight)
 
     # --- learning ------------------------------------------------------------------------------------
 
@@ -282,10 +305,12 @@ class N2NSearch:
         with torch.random.fork_rng():
             torch.manual_seed(self.seed + 7919 * self.restarts)  # deterministic, so a resumed run replays it
             self.shrink = ShrinkPolicy(self.features.shape[1], len(self.space.ratios))
+            if self.kernel is not None:
+                self.kernel = ShrinkPolicy(self.features.shape[1], len(self.space.kernel_ratios))
         if self.options.policy:
-            load_policies(Path(self.options.policy), RemovalPolicy(self.features.shape[1]), self.shrink, self.space)
-        options = self.options
-        self.shrink_trainer = Reinforce(self.shrink, options.shrink_lr, options.baseline_decay, options.entropy_weight)
+            removal = RemovalPolicy(self.features.shape[1])
+            load_policies(Path(self.options.policy), removal, self.shrink, self.space, self.kernel)
+        self.shrink_trainer = self._shrink_trainer()
 
     # --- transfer ------------------------------------------------------------------------------------
 
@@ -301,23 +326,36 @@ class N2NSearch:
         After restarts, ``shrink.pt`` holds the shrink policy whose rollouts reached the best reward.
         """
         states = {REMOVAL_FILE: self.removal.state_dict(), SHRINK_FILE: self.shrink_policy_to_keep()}
-        for policy, name in ((self.removal, REMOVAL_FILE), (self.shrink, SHRINK_FILE)):
+        policies: list[tuple[RemovalPolicy | ShrinkPolicy, str]] = [
+            (self.removal, REMOVAL_FILE),
+            (self.shrink, SHRINK_FILE),
+        ]
+        if self.kernel is not None:
+            states[KERNEL_FILE] = self.kernel.state_dict()
+            policies.append((self.kernel, KERNEL_FILE))
+        for policy, name in policies:
             payload = {
                 "format": "archcompress-policy",
                 "kind": name.removesuffix(".pt"),
                 "config": dict(policy.config),
                 "state_dict": states[name],
                 "feature_schema": {"version": FEATURE_SCHEMA.version, "names": list(FEATURE_SCHEMA.names)},
-                "ratios": list(self.space.ratios),
+                "ratios": list(self.space.kernel_ratios if name == KERNEL_FILE else self.space.ratios),
                 "options": asdict(self.options),
             }
             with atomic_open(directory / name, "wb") as handle:
                 torch.save(payload, handle)
 
 
-def load_policies(directory: Path, removal: nn.Module, shrink: nn.Module, space: CompressionSpace) -> None:
-    """Load saved policies into ``removal`` and ``shrink``, refusing ones made for another feature schema."""
-    for policy, name in ((removal, REMOVAL_FILE), (shrink, SHRINK_FILE)):
+def load_policies(
+    directory: Path, removal: nn.Module, shrink: nn.Module, space: CompressionSpace, kernel: nn.Module | None = None
+) -> None:
+    """Load saved policies into ``removal`` and ``shrink`` (and ``kernel``, when the directory has one),
+    refusing ones made for another feature schema."""
+    policies: list[tuple[nn.Module, str]] = [(removal, REMOVAL_FILE), (shrink, SHRINK_FILE)]
+    if kernel is not None and (directory / KERNEL_FILE).is_file():
+        policies.append((kernel, KERNEL_FILE))
+    for policy, name in policies:
         path = directory / name
         if not path.is_file():
             raise ArchcompressError(
@@ -335,10 +373,11 @@ def load_policies(directory: Path, removal: nn.Module, shrink: nn.Module, space:
                 f"--policy {path} was trained on unit features of schema version {schema.get('version')!r}, this "
                 f"archcompress uses version {FEATURE_SCHEMA.version}: train the policy again with this version"
             )
-        if name == SHRINK_FILE and len(payload.get("ratios", [])) != len(space.ratios):
+        choices = space.kernel_ratios if name == KERNEL_FILE else space.ratios
+        if name != REMOVAL_FILE and len(payload.get("ratios", [])) != len(choices):
             raise ArchcompressError(
                 f"--policy {path} chooses among {len(payload.get('ratios', []))} ratios but this space has "
-                f"{len(space.ratios)}: use the same ratio set as the run that trained it"
+                f"{len(choices)}: use the same ratio set as the run that trained it"
             )
         try:
             policy.load_state_dict(payload["state_dict"])

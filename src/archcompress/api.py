@@ -133,7 +133,12 @@ def train_teacher(
     overwrite: bool = False,
     callbacks: tuple[Callback, ...] = (),
 ) -> TeacherTrainingResult:
-    """Train a teacher from scratch on ``dataset`` and save a checkpoint that rebuilds it."""
+    """Train a teacher from scratch on ``dataset`` and save a checkpoint that rebuilds it.
+
+    Logs a warning (shown by the CLI) before training when the compression space cannot take the model.
+    """
+    import logging
+
     import torch
 
     started = time.perf_counter()
@@ -150,6 +155,18 @@ def train_teacher(
     seed_everything(train.seed)
     net = create_model(model, info.input_shape, info.num_classes, model_kwargs)
     check_model_io(net, model, info.input_shape, info.num_classes)
+    try:  # warn at once if `compress` will refuse this teacher: training may still be wanted
+        with torch.random.fork_rng(devices=[]):  # tracing must not change the weights' or the batches' randomness
+            CompressionSpace.from_model(net, info.input_shape)
+    except ArchcompressError as exc:
+        reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        logging.getLogger("archcompress").warning(
+            "`compress` will refuse this teacher: the compression space cannot take model %r (%s); training it "
+            "anyway: change the model before training if you mean to compress it",
+            model,
+            reason,
+            extra={"console": True},
+        )
     history = fit(net, splits.train, splits.val, cross_entropy, train, torch_device, callbacks)
     test_accuracy = evaluate_accuracy(net, splits.test, torch_device)
     meta = TeacherMeta(

@@ -33,6 +33,15 @@ def load_model_or_checkpoint(
     if path.is_file() and reference_kind(ref) == "zoo":
         teacher = load_teacher(path)
         return teacher.model, teacher.meta.input_shape, teacher.meta.num_classes
+    # A missing path with a checkpoint's suffix or a folder in it is a missing file, not an unknown model name.
+    looks_like_a_file = path.suffix.lower() in (".pt", ".pth", ".ckpt", ".tar", ".bin") or "/" in ref or "\\" in ref
+    if reference_kind(ref) == "zoo" and looks_like_a_file:
+        if path.is_dir():
+            raise ArchcompressError(f"{ref} is a directory, not a checkpoint file: give the .pt file in it")
+        raise ArchcompressError(
+            f"checkpoint file {ref} does not exist: check the path, or write one with "
+            "`archcompress train-teacher --out FILE.pt`"
+        )
     if input_shape is None:
         raise ArchcompressError(
             f"{ref!r} is a model reference, not a checkpoint file: pass --input-shape C,H,W (e.g. 3,32,32), "

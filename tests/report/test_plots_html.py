@@ -401,3 +401,15 @@ def test_one_runs_student_label_stays_beside_its_star() -> None:
     (student,) = [a for a in figure.axes[0].texts if a.get_text().startswith("student")]
     dx, dy = student.xyann
     assert dx == 8 and 8 <= dy < 20  # nudged at most off its own star, not sent far away
+
+
+def test_labels_of_students_at_the_top_of_the_plot_stay_inside_the_axes() -> None:
+    from dataclasses import replace
+
+    runs = [replace(series(name), student_val_accuracy=0.95) for name in ("A (n2n)", "B (n2n)")]  # above all else
+    figure = pareto_figure(runs)
+    boxes = _text_boxes(figure)
+    inside = figure.axes[0].get_window_extent(figure.canvas.get_renderer())
+    students = [box for text, box in boxes.items() if "student" in text]
+    assert len(students) == 2 and not students[0].overlaps(students[1])
+    assert all(inside.y0 <= box.y0 and box.y1 <= inside.y1 for box in students)

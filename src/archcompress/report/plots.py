@@ -121,8 +121,8 @@ def pareto_figure(runs: Sequence[RunSeries], title: str = "Validation accuracy v
 def _separate(
     figure: Figure, axes: Axes, fixed: Sequence[Annotation], movable: Sequence[Annotation], gap: float = 2.0
 ) -> None:
-    """Move each of ``movable`` up (in offset points) until its text covers neither a ``fixed`` text, nor a
-    point it labels, nor a text placed before it: two runs' students often lie on the same spot."""
+    """Move each of ``movable`` up or down (in offset points) until its text covers neither a ``fixed`` text, nor
+    a point it labels, nor a text placed before it: two runs' students often lie on the same spot."""
     from matplotlib.transforms import Bbox
 
     figure.draw_without_rendering()  # lays the figure out, so that text extents are final
@@ -134,17 +134,30 @@ def _separate(
         half = 9.0 / points_per_pixel
         placed.append(Bbox.from_extents(x - half, y - half, x + half, y + half))
     # Lowest first, stacking upwards: above a student lies the Pareto front's empty side (nothing is both
-    # smaller and more accurate), below it the dominated candidates.
-    by_height = sorted(movable, key=lambda a: float(a.xy[1]))
-    for annotation in by_height:
-        for _ in range(4 * len(placed) + 4):  # each step moves below one obstacle: a bound, never reached
-            box = _text_box(annotation, renderer)
-            hit = next((other for other in placed if box.overlaps(other)), None)
-            if hit is None:
-                break
-            dx, dy = annotation.xyann
-            annotation.xyann = (dx, dy + (hit.y1 - box.y0 + gap) * points_per_pixel)
-        placed.append(_text_box(annotation, renderer))
+    # smaller and more accurate), below it the dominated candidates; downwards where the axes end above.
+    top = axes.get_window_extent(renderer).y1
+    for annotation in sorted(movable, key=lambda a: float(a.xy[1])):
+        start = annotation.xyann
+        box = _slide(annotation, placed, renderer, +1.0, gap / points_per_pixel, points_per_pixel)
+        if box.y1 > top:
+            annotation.xyann = start
+            box = _slide(annotation, placed, renderer, -1.0, gap / points_per_pixel, points_per_pixel)
+        placed.append(box)
+
+
+def _slide(
+    annotation: Annotation, placed: Sequence[Bbox], renderer: Any, direction: float, gap: float, points_per_pixel: float
+) -> Bbox:
+    """Move ``annotation`` up (+1) or down (-1) past each box of ``placed`` it overlaps; its final text box."""
+    for _ in range(4 * len(placed) + 4):  # each step moves past one obstacle: a bound, never reached
+        box = _text_box(annotation, renderer)
+        hit = next((other for other in placed if box.overlaps(other)), None)
+        if hit is None:
+            return box
+        pixels = hit.y1 - box.y0 + gap if direction > 0 else -(box.y1 - hit.y0 + gap)
+        dx, dy = annotation.xyann
+        annotation.xyann = (dx, dy + pixels * points_per_pixel)
+    return _text_box(annotation, renderer)
 
 
 def _distinct_labels(runs: Sequence[RunSeries]) -> list[RunSeries]:

@@ -170,8 +170,8 @@ def train_teacher(
     except ArchcompressError as exc:
         reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         logging.getLogger("archcompress").warning(
-            "`compress` will refuse this teacher: the compression space cannot take model %r (%s); training it "
-            "anyway: change the model before training if you mean to compress it",
+            "model %r: `compress` will refuse this teacher (%s); training it anyway: change the model first if "
+            "you mean to compress it",
             model,
             reason,
             extra={"console": True},

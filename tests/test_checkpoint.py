@@ -7,6 +7,7 @@ import hashlib
 import os
 import pickle
 import random
+import re
 import shlex
 import textwrap
 from dataclasses import replace
@@ -179,14 +180,30 @@ def test_missing_file(tmp_path: Path) -> None:
     assert "does not exist" in message and "absent.pt" in message
 
 
-@pytest.mark.parametrize("keep", [0.5, 0.9, 0.0], ids=["half", "most", "empty"])
+@pytest.mark.parametrize("keep", [0.5, 0.9], ids=["half", "most"])
 def test_truncated_checkpoint(saved: tuple[Path, nn.Module, TeacherMeta], keep: float) -> None:
     path = saved[0]
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
     message = refusal(path)
-    assert "truncated or not a PyTorch file" in message
+    assert "is truncated or damaged (torch.load failed with " in message
+    assert re.search(r"failed with \w+Error: \S", message)  # torch's exception, named, with its message
     assert "re-create it" in message
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"hello\n", b"teacher weights: see README\n", b"\x00\x01\x02"],
+    ids=["empty", "text", "prose", "binary"],
+)
+def test_a_file_that_is_not_a_checkpoint_says_so_without_a_bare_error_code(tmp_path: Path, content: bytes) -> None:
+    # A text file's bytes read as pickle opcodes: "hello" made torch.load raise KeyError(101), shown as "(101)".
+    path = tmp_path / "notes.pt"
+    path.write_bytes(content)
+    message = refusal(path)
+    assert f"checkpoint {path} is not a PyTorch file (neither a zip archive nor a pickle)" in message
+    assert not re.search(r"\(\d+\)", message)
+    assert "re-create it with `archcompress train-teacher`" in message
 
 
 def test_random_bytes(tmp_path: Path) -> None:

@@ -37,6 +37,15 @@ def load_model_or_checkpoint(
     if path.is_file() and reference_kind(ref) == "zoo":
         teacher = load_teacher(path)
         return teacher.model, teacher.meta.input_shape, teacher.meta.num_classes
+    # A missing path with a checkpoint's suffix or a folder in it is a missing file, not an unknown model name.
+    looks_like_a_file = path.suffix.lower() in (".pt", ".pth", ".ckpt", ".tar", ".bin") or "/" in ref or "\\" in ref
+    if reference_kind(ref) == "zoo" and looks_like_a_file:
+        if path.is_dir():
+            raise ArchcompressError(f"{ref} is a directory, not a checkpoint file: give the .pt file in it")
+        raise ArchcompressError(
+            f"checkpoint file {ref} does not exist: check the path, or write one with "
+            "`archcompress train-teacher --out FILE.pt`"
+        )
     if input_shape is None:
         raise ArchcompressError(
             f"{ref!r} is a model reference, not a checkpoint file: pass --input-shape C,H,W (e.g. 3,32,32), "
@@ -147,7 +156,12 @@ def train_teacher(
     overwrite: bool = False,
     callbacks: tuple[Callback, ...] = (),
 ) -> TeacherTrainingResult:
-    """Train a teacher from scratch on ``dataset`` and save a checkpoint that rebuilds it."""
+    """Train a teacher from scratch on ``dataset`` and save a checkpoint that rebuilds it.
+
+    Logs a warning (shown by the CLI) before training when the compression space cannot take the model.
+    """
+    import logging
+
     import torch
 
     started = time.perf_counter()
@@ -164,6 +178,18 @@ def train_teacher(
     seed_everything(train.seed)
     net = create_model(model, info.input_shape, info.num_classes, model_kwargs)
     check_model_io(net, model, info.input_shape, info.num_classes)
+    try:  # warn at once if `compress` will refuse this teacher: training may still be wanted
+        with torch.random.fork_rng(devices=[]):  # tracing must not change the weights' or the batches' randomness
+            CompressionSpace.from_model(net, info.input_shape)
+    except ArchcompressError as exc:
+        reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        logging.getLogger("archcompress").warning(
+            "model %r: `compress` will refuse this teacher (%s); training it anyway: change the model first if "
+            "you mean to compress it",
+            model,
+            reason,
+            extra={"console": True},
+        )
     history = fit(net, splits.train, splits.val, cross_entropy, train, torch_device, callbacks)
     test_accuracy = evaluate_accuracy(net, splits.test, torch_device)
     meta = TeacherMeta(

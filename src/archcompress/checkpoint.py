@@ -99,9 +99,14 @@ def read_checkpoint(path: str | Path) -> tuple[TeacherMeta, dict[str, torch.Tens
             "it (it could run code): save a state_dict-based archcompress checkpoint with train-teacher"
         ) from exc
     except Exception as exc:  # on damaged bytes torch's weights-only unpickler raises almost any type
+        if not _looks_like_torch_file(path):  # e.g. a text file, whose bytes read as pickle opcodes: KeyError(101)
+            raise ArchcompressError(
+                f"checkpoint {path} is not a PyTorch file (neither a zip archive nor a pickle): "
+                "re-create it with `archcompress train-teacher`"
+            ) from exc
         raise ArchcompressError(
-            f"checkpoint {path} is truncated or not a PyTorch file ({first_line(exc)}): "
-            "re-create it with `archcompress train-teacher`"
+            f"checkpoint {path} is truncated or damaged (torch.load failed with {type(exc).__name__}: "
+            f"{first_line(exc)}): re-create it with `archcompress train-teacher`"
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ArchcompressError(

@@ -172,3 +172,25 @@ def test_subset_and_validation() -> None:
         TensorSplit(split.info, split.raw[..., :11], split.targets, 1.0)
     with pytest.raises(ValueError, match="10 samples but 9 labels"):
         TensorSplit(split.info, split.raw, split.targets[:9], 1.0)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("augmentation", [Augmentation(shift=2), Augmentation(shift=2, hflip=True)], ids=str)
+def test_augmented_batches_have_row_major_strides_so_a_forward_may_view_them(
+    channels: int, augmentation: Augmentation
+) -> None:
+    # With one channel, a permuted batch counts as contiguous yet keeps channels_last strides; a conv's output
+    # follows them and `out.view(out.size(0), -1)` in a user's forward then fails.
+    split = _image_split(augmentation, channels=channels)
+    conv = torch.nn.Conv2d(channels, 4, 3, padding=1)
+    for batch in split.batches(16, augment=True, seed=0):
+        size = batch.x.shape
+        assert batch.x.stride() == (size[1] * size[2] * size[3], size[2] * size[3], size[3], 1)
+        out = conv(batch.x)
+        assert out.view(out.size(0), -1).shape == (16, 4 * 12 * 12)
+
+
+def test_augmented_signals_have_row_major_strides() -> None:
+    x = torch.rand(8, 2, 30)
+    out = augment_batch(x, Augmentation(shift=3), torch.Generator().manual_seed(0))
+    assert out.stride() == (60, 30, 1)

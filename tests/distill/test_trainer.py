@@ -12,6 +12,7 @@ from torch import nn
 from archcompress.data import Batch, DatasetInfo, DataSplits, TensorSplit
 from archcompress.distill import (
     EpochStats,
+    ModelForwardError,
     TrainConfig,
     TrainingDiverged,
     cross_entropy,
@@ -290,3 +291,53 @@ def test_train_config_defaults_are_valid() -> None:
     assert TrainConfig().learning_rate == 0.05
     assert TrainConfig(optimizer="adam").learning_rate == 1e-3
     assert TrainConfig(lr=0.2, optimizer="adam").learning_rate == 0.2
+
+
+class RaisingForward(nn.Module):
+    """A toy model whose forward raises ``error`` on its ``at``-th call (1-based)."""
+
+    def __init__(self, error: BaseException, at: int = 1) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+        self.error, self.at, self.calls = error, at, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == self.at:
+            raise self.error
+        return self.linear(x.flatten(1))
+
+
+def test_an_error_in_the_models_forward_becomes_one_line_naming_the_forward_and_the_exception() -> None:
+    model = RaisingForward(RuntimeError("shapes do not match\nsecond line"), at=2)
+    with pytest.raises(ModelForwardError) as info:
+        fit(model, toy_split(), None, cross_entropy, TrainConfig(epochs=1, batch_size=8), CPU)
+    message = str(info.value)
+    assert isinstance(info.value, ArchcompressError)
+    assert "\n" not in message
+    assert "RaisingForward.forward" in message
+    assert "RuntimeError" in message and "shapes do not match" in message
+    assert "epoch 1, step 2" in message
+    assert isinstance(info.value.__cause__, RuntimeError)  # --debug shows the original traceback
+
+
+def test_an_error_in_the_forward_during_evaluation_names_the_forward() -> None:
+    with pytest.raises(ModelForwardError, match=r"RaisingForward\.forward.*ValueError.*during evaluation"):
+        evaluate_accuracy(RaisingForward(ValueError("bad")), toy_split(), CPU)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ArchcompressError("our own message"),
+        TrainingDiverged("diverged"),
+        KeyboardInterrupt(),
+        torch.OutOfMemoryError("CUDA out of memory"),
+        MemoryError(),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_our_errors_ctrl_c_and_out_of_memory_pass_through_the_forward_unchanged(error: BaseException) -> None:
+    with pytest.raises(type(error)) as info:
+        fit(RaisingForward(error), toy_split(), None, cross_entropy, TrainConfig(epochs=1, batch_size=8), CPU)
+    assert info.value is error

@@ -223,7 +223,9 @@ def test_pareto_figure_has_a_log_params_axis_labelled_with_units(runs: int) -> N
     else:
         assert all(f"run {i}: student" in labels for i in range(runs))
     annotations = [child.get_text() for child in axes.texts]
-    assert any(a.startswith("student") for a in annotations) and any(a.startswith("teacher") for a in annotations)
+    students = ["student"] if runs == 1 else [f"run {i}: student" for i in range(runs)]
+    assert all(any(a.startswith(s + "\n") for a in annotations) for s in students)
+    assert any(a.startswith("teacher") for a in annotations)
 
 
 def test_search_curve_figure_shows_the_best_reward_so_far() -> None:
@@ -355,3 +357,59 @@ def test_report_errors_are_one_line(tmp_path: Path, make: Any, words: list[str])
     for word in words:
         assert word in str(caught.value)
     assert not (tmp_path / "report.html").exists()
+
+
+def _text_boxes(figure: Any) -> dict[str, Any]:
+    """Each annotation's text (not its line to the point) as a pixel box, after the figure is drawn."""
+    from matplotlib.text import Text
+
+    figure_png(figure)  # draws it, with its final layout
+    renderer = figure.canvas.get_renderer()
+    return {a.get_text(): Text.get_window_extent(a, renderer) for a in figure.axes[0].texts}
+
+
+@pytest.mark.parametrize("offsets", [(0.0, 0.0, 0.0), (0.0, 0.002, 0.001)], ids=["same spot", "close"])
+def test_several_runs_students_get_distinct_labels_that_do_not_overlap(offsets: tuple[float, ...]) -> None:
+    # `report A B --out compare.html` with two runs of one method: their students lay on (nearly) the same spot
+    # and both were labelled "student" at the same offset.
+    runs = [series(label, offset) for label, offset in zip(["A (n2n)", "B (n2n)", "C (random)"], offsets, strict=True)]
+    figure = pareto_figure(runs)
+    boxes = _text_boxes(figure)
+    students = {text: box for text, box in boxes.items() if "student" in text}
+    assert sorted(text.split("\n")[0] for text in students) == ["A (n2n): student", "B (n2n): student",
+                                                                "C (random): student"]  # fmt: skip
+    placed = list(boxes.values())
+    for i, first in enumerate(placed):
+        for second in placed[i + 1 :]:
+            assert not first.overlaps(second), (first, second)
+    axes = figure.axes[0]
+    for run in runs:  # no label covers a student's star
+        x, y = axes.transData.transform((run.student_params, 100.0 * (run.student_val_accuracy or 0.0)))
+        assert not any(box.contains(x, y) for box in placed)
+
+
+def test_runs_with_the_same_label_are_told_apart() -> None:
+    figure = pareto_figure([series("run (n2n)"), series("run (n2n)", 0.01)])
+    legend = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    assert "run (n2n): student" in legend and "run (n2n) #2: student" in legend
+    texts = [text for text in _text_boxes(figure) if "student" in text]
+    assert len(set(texts)) == 2
+
+
+def test_one_runs_student_label_stays_beside_its_star() -> None:
+    figure = pareto_figure([series("a")])
+    (student,) = [a for a in figure.axes[0].texts if a.get_text().startswith("student")]
+    dx, dy = student.xyann
+    assert dx == 8 and 8 <= dy < 20  # nudged at most off its own star, not sent far away
+
+
+def test_labels_of_students_at_the_top_of_the_plot_stay_inside_the_axes() -> None:
+    from dataclasses import replace
+
+    runs = [replace(series(name), student_val_accuracy=0.95) for name in ("A (n2n)", "B (n2n)")]  # above all else
+    figure = pareto_figure(runs)
+    boxes = _text_boxes(figure)
+    inside = figure.axes[0].get_window_extent(figure.canvas.get_renderer())
+    students = [box for text, box in boxes.items() if "student" in text]
+    assert len(students) == 2 and not students[0].overlaps(students[1])
+    assert all(inside.y0 <= box.y0 and box.y1 <= inside.y1 for box in students)

@@ -142,15 +142,23 @@ def augment_batch(x: torch.Tensor, augmentation: Augmentation, generator: torch.
         padded = F.pad(x, (pad, pad) * len(spatial))  # zero padding in [0, 1] space = black / silence
         offsets = [torch.randint(0, 2 * pad + 1, (batch,), generator=generator) for _ in spatial]
         batch_index = torch.arange(batch)
+        channels = torch.arange(x.shape[1])
+        # Advanced indexing with index tensors broadcast to the output's (B, C, ...) shape: the result has the
+        # standard (row-major) strides, so a user's forward may call x.view(x.size(0), -1) on it. A permuted
+        # result would not: with one channel, .contiguous() keeps its channels_last strides, and a conv's output
+        # follows them.
         if len(spatial) == 2:
             rows = offsets[0][:, None] + torch.arange(spatial[0])  # (B, H)
             cols = offsets[1][:, None] + torch.arange(spatial[1])  # (B, W)
-            # (B, H, W, C) after advanced indexing, back to (B, C, H, W)
-            x = padded.permute(0, 2, 3, 1)[batch_index[:, None, None], rows[:, :, None], cols[:, None, :]]
-            x = x.permute(0, 3, 1, 2)
+            x = padded[
+                batch_index[:, None, None, None],
+                channels[None, :, None, None],
+                rows[:, None, :, None],
+                cols[:, None, None, :],
+            ]  # (B, C, H, W)
         else:
             cols = offsets[0][:, None] + torch.arange(spatial[0])  # (B, L)
-            x = padded.permute(0, 2, 1)[batch_index[:, None], cols].permute(0, 2, 1)
+            x = padded[batch_index[:, None, None], channels[None, :, None], cols[:, None, :]]  # (B, C, L)
     if augmentation.hflip:
         flip = torch.rand(batch, generator=generator) < 0.5
         x = torch.where(flip.view(-1, *([1] * (x.dim() - 1))), x.flip(-1), x)

@@ -13,6 +13,7 @@ from archcompress.distill.teacher_targets import CachedLogits, LiveTeacher, cach
 from archcompress.distill.trainer import (
     Callback,
     EpochStats,
+    ModelForwardError,
     TrainConfig,
     TrainHistory,
     TrainingDiverged,
@@ -28,6 +29,7 @@ __all__ = [
     "EpochStats",
     "LiveTeacher",
     "LossFn",
+    "ModelForwardError",
     "TeacherTargets",
     "TrainConfig",
     "TrainHistory",

@@ -14,7 +14,7 @@ from torch import nn
 
 from archcompress.data import Batch, Split
 from archcompress.distill.losses import LossFn
-from archcompress.errors import ArchcompressError
+from archcompress.errors import ArchcompressError, first_line
 
 Optimizer = Literal["sgd", "adam"]
 Schedule = Literal["cosine", "step", "none"]
@@ -81,6 +81,28 @@ class TrainHistory:
 
 class TrainingDiverged(ArchcompressError):
     """The loss became NaN or infinite; training stopped at once."""
+
+
+class ModelForwardError(ArchcompressError):
+    """The model's own forward raised while it was trained or evaluated (a bug or limit in the model's code)."""
+
+
+def forward(model: nn.Module, x: torch.Tensor, during: str) -> torch.Tensor:
+    """``model(x)``, with an exception from the model's forward turned into a one-line ``ModelForwardError``.
+
+    Our own errors, out-of-memory errors and Ctrl-C pass through unchanged. ``during`` says when it happened
+    (e.g. "training, epoch 1, step 3").
+    """
+    try:
+        return model(x)
+    except (ArchcompressError, MemoryError, torch.OutOfMemoryError):
+        raise
+    except Exception as exc:
+        name = type(model).__name__
+        raise ModelForwardError(
+            f"the model's forward ({name}.forward) raised {type(exc).__name__} during {during} on a batch of shape "
+            f"{tuple(x.shape)}: {first_line(exc)} -- fix {name}.forward (--debug shows the traceback)"
+        ) from exc
 
 
 class Callback(Protocol):
@@ -217,7 +239,7 @@ class _StepLoop:
             if self.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             with _autocast(self.device, self.config):
-                logits = self.model(x)
+                logits = forward(self.model, x, f"training (epoch {epoch + 1}, step {self.step + 1})")
                 loss = self.loss_fn(logits, batch)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
@@ -245,7 +267,9 @@ class _StepLoop:
 def predict_logits(model: nn.Module, split: Split, device: torch.device, batch_size: int = 512) -> torch.Tensor:
     """Logits for every sample of ``split`` in index order, without augmentation; (N, num_classes) on CPU."""
     model.eval()
-    outputs = [model(batch.x).float().cpu() for batch in split.batches(batch_size, device=device)]
+    outputs = [
+        forward(model, batch.x, "prediction").float().cpu() for batch in split.batches(batch_size, device=device)
+    ]
     return torch.cat(outputs)
 
 
@@ -255,6 +279,6 @@ def evaluate_accuracy(model: nn.Module, split: Split, device: torch.device, batc
     model.eval()
     correct = total = 0
     for batch in split.batches(batch_size, device=device):
-        correct += int((model(batch.x).argmax(1) == batch.y).sum())
+        correct += int((forward(model, batch.x, "evaluation").argmax(1) == batch.y).sum())
         total += len(batch.y)
     return correct / max(total, 1)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from matplotlib.text import Annotation
+    from matplotlib.transforms import Bbox
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,9 @@ def pareto_figure(runs: Sequence[RunSeries], title: str = "Validation accuracy v
     axes = figure.subplots()
     several = len(runs) > 1
     palette = colormaps["tab10"]
+    runs = _distinct_labels(runs)
     teachers: set[tuple[int, float]] = set()
+    labels: list[Annotation] = []  # the students' text labels, kept apart once all are placed
     for position, run in enumerate(runs):
         trained = [(i, e) for i, e in enumerate(run.evaluations, 1) if e.params and e.val_accuracy is not None]
         points = [(e.params or 0, 100.0 * (e.val_accuracy or 0.0)) for _, e in trained]
@@ -85,18 +89,23 @@ def pareto_figure(runs: Sequence[RunSeries], title: str = "Validation accuracy v
             label = f"{run.label}: student" if several else "chosen student"
             axes.scatter([sx], [sy], marker="*", s=260, color=colour if several else "crimson", edgecolor="black",
                          linewidth=0.8, zorder=4, label=label)  # fmt: skip
-            axes.annotate(
-                f"student\n{_count(sx)} params, {sy:.1f}%", (sx, sy), xytext=(8, 8), textcoords="offset points",
-                fontsize=8, zorder=5,
-            )  # fmt: skip
+            # Several runs: name the run in its colour, with a line to its star, as labels may be moved apart.
+            text = f"{run.label}: student" if several else "student"
+            labels.append(axes.annotate(
+                f"{text}\n{_count(sx)} params, {sy:.1f}%", (sx, sy), xytext=(8, 8), textcoords="offset points",
+                fontsize=8, zorder=5, color=colour if several else "black",
+                arrowprops={"arrowstyle": "-", "color": colour, "linewidth": 0.8, "shrinkA": 1, "shrinkB": 6}
+                if several else None,
+            ))  # fmt: skip
         if run.teacher_params and run.teacher_val_accuracy is not None:
             teachers.add((run.teacher_params, 100.0 * run.teacher_val_accuracy))
+    fixed: list[Annotation] = []
     for number, (tx, ty) in enumerate(sorted(teachers)):
         axes.scatter([tx], [ty], marker="s", s=90, color="black", zorder=4, label="teacher" if number == 0 else None)
-        axes.annotate(
+        fixed.append(axes.annotate(
             f"teacher\n{_count(tx)} params, {ty:.1f}%", (tx, ty), xytext=(-10, -6), textcoords="offset points",
             ha="right", va="top", fontsize=8, zorder=5,
-        )  # fmt: skip
+        ))  # fmt: skip
     axes.margins(x=0.08, y=0.1)
     _log_params_axis(axes)
     axes.set_xlabel("parameters (count, log scale)")
@@ -105,7 +114,68 @@ def pareto_figure(runs: Sequence[RunSeries], title: str = "Validation accuracy v
     axes.grid(True, which="both", alpha=0.3)
     if axes.get_legend_handles_labels()[0]:
         axes.legend(fontsize=8, loc="best")
+    _separate(figure, axes, fixed, labels)
     return figure
+
+
+def _separate(
+    figure: Figure, axes: Axes, fixed: Sequence[Annotation], movable: Sequence[Annotation], gap: float = 2.0
+) -> None:
+    """Move each of ``movable`` up or down (in offset points) until its text covers neither a ``fixed`` text, nor
+    a point it labels, nor a text placed before it: two runs' students often lie on the same spot."""
+    from matplotlib.transforms import Bbox
+
+    figure.draw_without_rendering()  # lays the figure out, so that text extents are final
+    renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    placed = [_text_box(annotation, renderer) for annotation in fixed]
+    points_per_pixel = 72.0 / figure.dpi
+    for annotation in movable:  # the students' stars (s=260: about 16 points wide) are not to be covered either
+        x, y = axes.transData.transform(annotation.xy)  # data -> pixels
+        half = 9.0 / points_per_pixel
+        placed.append(Bbox.from_extents(x - half, y - half, x + half, y + half))
+    # Lowest first, stacking upwards: above a student lies the Pareto front's empty side (nothing is both
+    # smaller and more accurate), below it the dominated candidates; downwards where the axes end above.
+    top = axes.get_window_extent(renderer).y1
+    for annotation in sorted(movable, key=lambda a: float(a.xy[1])):
+        start = annotation.xyann
+        box = _slide(annotation, placed, renderer, +1.0, gap / points_per_pixel, points_per_pixel)
+        if box.y1 > top:
+            annotation.xyann = start
+            box = _slide(annotation, placed, renderer, -1.0, gap / points_per_pixel, points_per_pixel)
+        placed.append(box)
+
+
+def _slide(
+    annotation: Annotation, placed: Sequence[Bbox], renderer: Any, direction: float, gap: float, points_per_pixel: float
+) -> Bbox:
+    """Move ``annotation`` up (+1) or down (-1) past each box of ``placed`` it overlaps; its final text box."""
+    for _ in range(4 * len(placed) + 4):  # each step moves past one obstacle: a bound, never reached
+        box = _text_box(annotation, renderer)
+        hit = next((other for other in placed if box.overlaps(other)), None)
+        if hit is None:
+            return box
+        pixels = hit.y1 - box.y0 + gap if direction > 0 else -(box.y1 - hit.y0 + gap)
+        dx, dy = annotation.xyann
+        annotation.xyann = (dx, dy + pixels * points_per_pixel)
+    return _text_box(annotation, renderer)
+
+
+def _distinct_labels(runs: Sequence[RunSeries]) -> list[RunSeries]:
+    """The runs, a repeated label numbered (``run (n2n)``, ``run (n2n) #2``) so that the figure tells them apart."""
+    seen: dict[str, int] = {}
+    distinct = []
+    for run in runs:
+        seen[run.label] = seen.get(run.label, 0) + 1
+        distinct.append(run if seen[run.label] == 1 else replace(run, label=f"{run.label} #{seen[run.label]}"))
+    return distinct
+
+
+def _text_box(annotation: Annotation, renderer: Any) -> Bbox:
+    """The pixel extent of an annotation's text alone (``get_window_extent`` includes its line to the point)."""
+    from matplotlib.text import Text
+
+    annotation.update_positions(renderer)
+    return Text.get_window_extent(annotation, renderer)
 
 
 def search_curve_figure(runs: Sequence[RunSeries], title: str = "Search progress") -> Figure:

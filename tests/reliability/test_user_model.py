@@ -139,3 +139,13 @@ def test_a_compressible_model_trains_without_a_warning(tmp_path: Path, caplog: p
     with caplog.at_level(logging.WARNING, logger="archcompress"):
         train_teacher("lenet5", "digits", tmp_path / "t.pt", train=TrainConfig(epochs=1, max_steps=1), device="cpu")
     assert not [r for r in caplog.records if r.name == "archcompress" and r.levelno >= logging.WARNING]
+
+
+def test_the_cli_shows_the_refusal_warning_and_still_trains(net: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lstm.pt"
+    args = ["train-teacher", "--model", f"{net}:recurrent", "--dataset", "mnist1d", "--epochs", "1", "--out", out]
+    result = invoke(args)
+    assert result.exit_code == 0, (result.output, result.exception)
+    refusals = [line for line in result.stderr.splitlines() if "will refuse" in line]
+    assert len(refusals) == 1 and refusals[0].startswith("warning: model") and "LSTM" in refusals[0]
+    assert out.is_file()

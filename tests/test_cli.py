@@ -7,44 +7,25 @@ import re
 import subprocess
 import sys
 import textwrap
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 import torch
 from rich.console import Console
-from typer.testing import CliRunner, Result
 
 from archcompress import __version__, cli
 from archcompress.checkpoint import load_teacher
-from archcompress.cli import app
 from archcompress.data import DataSplits, dataset_sources
 from archcompress.distill import evaluate_accuracy
 from archcompress.errors import ArchcompressError
 from archcompress.models import create_model, torchvision_classifiers, zoo_entries
+from cli_helpers import assert_one_line_error, invoke
 
 WIDE = {"COLUMNS": "400"}  # no table wrapping, so every row is one line
 
 
-def invoke(args: Sequence[str], **kwargs: object) -> Result:
-    return CliRunner().invoke(app, list(args), env=WIDE, **kwargs)  # type: ignore[arg-type]
-
-
 def train_args(out: Path, *extra: str, model: str = "lenet5", dataset: str = "digits") -> list[str]:
     return ["train-teacher", "--model", model, "--dataset", dataset, "--out", str(out), *extra]
-
-
-def assert_one_line_error(result: Result, *words: str) -> str:
-    """Exit code 2, exactly one `error:` line on stderr containing ``words``, nothing on stdout, no traceback."""
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    for word in words:
-        assert word in lines[0]
-    assert result.stdout == ""
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 def row(output: str, first: str) -> str:

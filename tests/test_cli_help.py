@@ -5,21 +5,16 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Sequence
 
 import pytest
-from typer.testing import CliRunner, Result
 
 from archcompress import cli
-from archcompress.cli import COMPRESS_FLAGS, app
+from archcompress.cli import COMPRESS_FLAGS
 from archcompress.config import CompressConfig
 from archcompress.errors import ArchcompressError
 from archcompress.methods import get_method, method_names
 from archcompress.pipeline.settings import get_setting
-
-
-def invoke(args: Sequence[str], columns: int = 400, **kwargs: object) -> Result:
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": str(columns)}, **kwargs)  # type: ignore[arg-type]
+from cli_helpers import invoke
 
 
 def option_help(text: str, flag: str) -> str:

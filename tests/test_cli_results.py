@@ -6,7 +6,7 @@ import base64
 import io
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +14,10 @@ import onnxruntime as ort
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner, Result
 
-from archcompress.cli import app
 from archcompress.export import INPUT_NAME, load_torchscript
 from archcompress.space import load_student
+from cli_helpers import assert_one_line_error, invoke
 
 WIDE = {"COLUMNS": "400"}  # no wrapping of long paths in the output
 TINY = [
@@ -35,19 +34,6 @@ TINY = [
     "--device",
     "cpu",
 ]
-
-
-def invoke(args: Sequence[object]) -> Result:
-    return CliRunner().invoke(app, [str(a) for a in args], env=WIDE)
-
-
-def assert_one_line_error(result: Result, *words: str) -> None:
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-    assert "Traceback" not in result.output
 
 
 @pytest.fixture(scope="module")

@@ -5,20 +5,20 @@ from __future__ import annotations
 import fcntl
 import json
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from archcompress.checkpoint import load_teacher
-from archcompress.cli import app
 from archcompress.config import CompressConfig
 from archcompress.evaluate import ResultStore
 from archcompress.runtime import torch_threads
 from archcompress.space import Candidate, CompressionSpace, load_student
+from cli_helpers import assert_one_line_error, invoke, report_of, snapshot
 
 WIDE = {"COLUMNS": "400"}  # no wrapping of long paths in the output
 TINY = [
@@ -35,27 +35,6 @@ TINY = [
     "--device",
     "cpu",
 ]
-
-
-def invoke(args: Sequence[str]) -> Result:
-    return CliRunner().invoke(app, [str(a) for a in args], env=WIDE)
-
-
-def assert_one_line_error(result: Result, *words: str, after_search: bool = False) -> str:
-    """Exit code 2 and one ``error:`` line on stderr (after the search's progress bar, if it ran)."""
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == (2 if after_search else 1), result.stderr
-    assert lines[-1].startswith("error: ")
-    for word in words:
-        assert word in lines[-1], lines[-1]
-    assert "Traceback" not in result.output and "run directory:" not in result.stdout
-    return lines[-1]
-
-
-def snapshot(directory: Path) -> dict[str, bytes]:
-    """Every file under ``directory`` with its contents."""
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -92,10 +71,6 @@ def first_run(teacher: Path, home: Path, tmp_path_factory: pytest.TempPathFactor
 def copy_run(run: Path, target: Path) -> Path:
     shutil.copytree(run, target)
     return target
-
-
-def report_of(run: Path) -> dict:
-    return json.loads((run / "report.json").read_text())
 
 
 def stored_hashes(path: Path) -> list[str]:
@@ -288,7 +263,7 @@ def test_a_run_where_nothing_trains_exits_2(first_run: tuple[Path, Result], tmp_
     config.write_text(yaml.safe_dump(raw))
     out = tmp_path / "run"
     assert_one_line_error(
-        invoke(["compress", "--config", config, "--out", out]), "none of the 3 candidates", after_search=True
+        invoke(["compress", "--config", config, "--out", out]), "none of the 3 candidates", after_progress=True
     )
     assert [r.status for r in ResultStore(out / "store.sqlite").query()] == ["diverged"] * 3
     assert not (out / "report.json").exists()

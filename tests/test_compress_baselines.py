@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner, Result
 
 from archcompress.api import train_teacher
-from archcompress.cli import app
 from archcompress.distill import TrainConfig
 from archcompress.space import load_student
+from cli_helpers import invoke, report_of
 
 WIDE = {"COLUMNS": "400"}
 TINY = ["--epochs", "1", "--subset", "200", "--final-epochs", "1", "--device", "cpu"]
-
-
-def invoke(*args: object) -> Result:
-    return CliRunner().invoke(app, [str(a) for a in args], env=WIDE)
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +30,11 @@ def teacher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         torch.set_num_threads(before)
 
 
-def report_of(run: Path) -> dict:
-    return json.loads((run / "report.json").read_text())
-
-
 def test_uniform_sweeps_one_width_to_the_target(teacher: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    result = invoke("compress", teacher, "--method", "uniform", "--target", "8x", "--budget", "3", *TINY, "--out", run)
+    result = invoke(
+        ["compress", teacher, "--method", "uniform", "--target", "8x", "--budget", "3", *TINY, "--out", run]
+    )
     assert result.exit_code == 0, result.output
     report = report_of(run)
     assert report["method"] == "uniform" and report["search"]["evaluations"] == 3
@@ -54,7 +46,7 @@ def test_uniform_sweeps_one_width_to_the_target(teacher: Path, tmp_path: Path) -
 
 def test_prune_prunes_the_teacher_to_the_target_and_distils_it(teacher: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    result = invoke("compress", teacher, "--method", "prune", "--target", "10x", *TINY, "--out", run)
+    result = invoke(["compress", teacher, "--method", "prune", "--target", "10x", *TINY, "--out", run])
     assert result.exit_code == 0, result.output
     report = report_of(run)
     assert report["method"] == "prune" and report["search"]["evaluations"] == 0
@@ -74,7 +66,7 @@ def test_prune_without_a_reachable_size_exits_2_before_the_run(
     teacher: Path, tmp_path: Path, options: list[str], words: list[str]
 ) -> None:
     run = tmp_path / "run"
-    result = invoke("compress", teacher, "--method", "prune", *options, *TINY, "--out", run)
+    result = invoke(["compress", teacher, "--method", "prune", *options, *TINY, "--out", run])
     assert result.exit_code == 2, result.output
     assert all(word in result.stderr for word in words), result.stderr
     assert "Traceback" not in result.output and not run.exists()

@@ -8,18 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner, Result
 
-from archcompress.cli import app
 from archcompress.evaluate import ResultStore
+from cli_helpers import invoke, report_of
 
 WIDE = {"COLUMNS": "400"}
 TINY = ["--epochs", "1", "--subset", "200", "--final-epochs", "1", "--device", "cpu"]
 EMBEDDING = ["--method", "embedding", "--budget", "8", "--seed-candidates", "4", "--round-size", "2"]
-
-
-def invoke(*args: object) -> Result:
-    return CliRunner().invoke(app, [str(a) for a in args], env=WIDE)
 
 
 @pytest.fixture(scope="module")
@@ -33,21 +28,17 @@ def teacher(tiny_teacher: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         torch.set_num_threads(before)
 
 
-def report_of(run: Path) -> dict:
-    return json.loads((run / "report.json").read_text())
-
-
 @pytest.mark.slow
 def test_embedding_learns_from_the_shared_store_saves_its_codec_and_resumes(
     teacher: Path, tmp_path: Path, unfinished: Callable[[Path], Path]
 ) -> None:
     shared = tmp_path / "shared.sqlite"
-    first = invoke("compress", teacher, "--method", "random", "--budget", "5", *TINY, "--store", shared,
-                   "--out", tmp_path / "random")  # fmt: skip
+    first = invoke(["compress", teacher, "--method", "random", "--budget", "5", *TINY, "--store", shared,
+                   "--out", tmp_path / "random"])  # fmt: skip
     assert first.exit_code == 0, first.output
 
     run = tmp_path / "run"
-    result = invoke("compress", teacher, *EMBEDDING, *TINY, "--store", shared, "--out", run)
+    result = invoke(["compress", teacher, *EMBEDDING, *TINY, "--store", shared, "--out", run])
     assert result.exit_code == 0, result.output
     report = report_of(run)
     assert report["method"] == "embedding" and report["search"]["evaluations"] == 8
@@ -58,14 +49,14 @@ def test_embedding_learns_from_the_shared_store_saves_its_codec_and_resumes(
     own = {r.key.candidate_hash for r in ResultStore(run / "store.sqlite").query()}
     assert len(own) == 8
 
-    resumed = invoke("compress", "--resume", "--out", unfinished(run))
+    resumed = invoke(["compress", "--resume", "--out", unfinished(run)])
     assert resumed.exit_code == 0, resumed.output
     again = report_of(run)
     assert again["search"]["from_store"] == again["search"]["proposals"]  # nothing trained twice
     assert again["student"]["candidate_hash"] == report["student"]["candidate_hash"]
 
-    reuse = invoke("compress", teacher, *EMBEDDING, *TINY, "--codec", run / "codec", "--seed", "1",
-                   "--out", tmp_path / "reuse")  # fmt: skip
+    reuse = invoke(["compress", teacher, *EMBEDDING, *TINY, "--codec", run / "codec", "--seed", "1",
+                   "--out", tmp_path / "reuse"])  # fmt: skip
     assert reuse.exit_code == 0, reuse.output
 
 
@@ -73,6 +64,6 @@ def test_a_codec_that_is_not_one_exits_2_before_the_run(teacher: Path, tmp_path:
     bad = tmp_path / "codec.pt"
     bad.write_bytes(b"not a codec")
     run = tmp_path / "run"
-    result = invoke("compress", teacher, *EMBEDDING, *TINY, "--codec", bad, "--out", run)
+    result = invoke(["compress", teacher, *EMBEDDING, *TINY, "--codec", bad, "--out", run])
     assert result.exit_code == 2, result.output
     assert "codec" in result.stderr and "Traceback" not in result.output and not run.exists()

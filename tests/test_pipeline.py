@@ -5,20 +5,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
 
 import archcompress
-from archcompress.cli import app
 from archcompress.errors import ArchcompressError
 from archcompress.evaluate import ResultStore
 from archcompress.pipeline import SearchStatus
 from archcompress.runtime import torch_threads
 from archcompress.search import meets
+from cli_helpers import invoke
 
 TINY = {"candidate.epochs": 1, "candidate.subset": 200}
 TINY_FLAGS = ["--epochs", "1", "--subset", "200", "--final-epochs", "1"]
@@ -30,10 +29,6 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as patch, torch_threads(1):
         patch.setenv("ARCHCOMPRESS_HOME", str(path))
         yield path
-
-
-def invoke(args: Sequence[Any]) -> Result:
-    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "400"})
 
 
 def run(teacher: Path, out: Path, **options: Any) -> archcompress.CompressionResult:
@@ -170,3 +165,25 @@ def test_the_paper_preset_works_from_the_api(tiny_teacher: Path, home: Path, tmp
     assert (config.candidate.init, config.candidate.schedule, config.candidate.epochs) == ("scratch", "none", 1)
     assert config.options_for("n2n").stage1_width == "full"
     assert all(r.method == "random" for r in ResultStore(out / "store.sqlite").query())
+
+
+@pytest.mark.slow
+def test_finalists_are_trained_longer_and_the_best_by_val_is_distilled(
+    tiny_teacher: Path, home: Path, tmp_path: Path, unfinished: Callable[[Path], Path]
+) -> None:
+    out = tmp_path / "run"
+    report = run(tiny_teacher, out, method="random", budget=6, target=2.0, finalists=3, finalist_epochs=2).report
+    finalists = report["chosen"]["finalists"]
+    assert 2 <= len(finalists) <= 3
+    best = max(finalists, key=lambda f: f["finalist_val_accuracy"])
+    assert report["chosen"]["candidate_hash"] == best["candidate_hash"] == report["student"]["candidate_hash"]
+    assert "after 2 epochs among" in report["chosen"]["why"]
+    # the finalists are the best-reward candidates that meet the target, and their longer runs are stored
+    meeting = [r for r in report["top_candidates"] if r["meets_constraints"]]
+    expected = [r["candidate_hash"] for r in sorted(meeting, key=lambda r: -r["reward"])][: len(finalists)]
+    assert [f["candidate_hash"] for f in finalists] == expected
+    budgets = {row.key.budget for row in ResultStore(out / "store.sqlite").query()}
+    assert len(budgets) == 2  # the search's and the finalists' (2 epochs)
+    # a resumed run trains nothing again: the longer runs come back from the store
+    again = archcompress.compress(out=unfinished(out), resume=True).report
+    assert again["chosen"] == report["chosen"]

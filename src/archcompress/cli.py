@@ -305,7 +305,8 @@ COMPRESS_FLAGS: dict[str, str] = {
     "dataset": "dataset", "method": "method", "budget": "budget", "target": "target", "max_params": "max_params",
     "max_macs": "max_macs", "max_latency_ms": "max_latency_ms", "min_accuracy": "min_accuracy",
     "preset": "preset", "epochs": "candidate.epochs", "subset": "candidate.subset", "loss": "candidate.loss",
-    "final_epochs": "final_epochs", "executor": "executor", "workers": "workers", "ray_address": "ray_address",
+    "final_epochs": "final_epochs", "finalists": "finalists", "finalist_epochs": "finalist_epochs",
+    "executor": "executor", "workers": "workers", "ray_address": "ray_address",
     "store": "store", "uniform_depth": "uniform.depth", "data_root": "data.data_root", "device": "device",
     "seed": "seed", "rollouts": "n2n.rollouts", "stage1_share": "n2n.stage1_share",
     "stage1_width": "n2n.stage1_width", "stage2_bases": "n2n.stage2_bases", "stall_updates": "n2n.stall_updates",
@@ -405,6 +406,15 @@ def compress(
     subset: Annotated[int | None, opt("Train candidates on this many samples only (none: all).", "subset")] = None,
     loss: Annotated[str | None, opt("Distillation loss: l2 (N2N) or kd (Hinton).", "loss")] = None,
     final_epochs: Annotated[int | None, opt("Distillation epochs for the chosen student.", "final_epochs")] = None,
+    finalists: Annotated[
+        int | None,
+        opt(
+            "Train this many of the best candidates that meet the constraints again, for --finalist-epochs, and "
+            "distil the best by val accuracy (0: the best reward).",
+            "finalists",
+        ),
+    ] = None,
+    finalist_epochs: Annotated[int | None, opt("Distillation epochs of each finalist.", "finalist_epochs")] = None,
     executor: Annotated[str | None, opt("inline, process or ray.", "executor")] = None,
     workers: Annotated[int | None, opt("Parallel evaluations (process/ray executors).", "workers")] = None,
     ray_address: Annotated[str | None, opt("Join this Ray cluster instead of a local Ray.", "ray_address")] = None,

@@ -39,7 +39,9 @@ MOVED_SETTINGS = (
     ("n2n.min_accuracy", "min_accuracy"),
     ("uniform_depth", "uniform.depth"),
 )
-ADDED_SETTINGS = ("max_latency_ms",)  # settings a pre-move complete config lacks (their defaults apply)
+# Settings added since 0.1.0's first run directories: a complete config.yaml written before may lack them (their
+# defaults apply); a truncated file still lacks others, so it is still refused.
+ADDED_SETTINGS = ("max_latency_ms", "finalists", "finalist_epochs")
 
 
 def candidate_budget(preset: str) -> Budget:
@@ -77,6 +79,10 @@ class CompressConfig:
     workers: int = 1
     ray_address: str | None = None
     final_epochs: int = 10
+    # before the final distillation, this many of the best candidates that meet every constraint are trained
+    # again for finalist_epochs, and the best by val accuracy is distilled (0 or 1: the best reward is distilled)
+    finalists: int = 0
+    finalist_epochs: int = 10
     store: str | None = None  # a shared result store; None: RUN/store.sqlite
     data: DataOptions = field(default_factory=DataOptions)
     candidate: Budget = field(default_factory=Budget)
@@ -121,6 +127,10 @@ class CompressConfig:
             raise ArchcompressError(f"--budget must be at least 1 candidate evaluation, got {self.budget}")
         if self.final_epochs < 1:
             raise ArchcompressError(f"--final-epochs must be at least 1, got {self.final_epochs}")
+        if self.finalists < 0:
+            raise ArchcompressError(f"--finalists must be 0 or more, got {self.finalists}")
+        if self.finalist_epochs < 1:
+            raise ArchcompressError(f"--finalist-epochs must be at least 1, got {self.finalist_epochs}")
         if self.executor not in EXECUTORS:
             raise ArchcompressError(f"--executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         if self.workers < 1:
@@ -179,8 +189,9 @@ class CompressConfig:
         if complete:
             missing = [name for name in _missing(cls, raw) if name != "methods"]
             missing += [name for name in sections if name not in raw]
-            if migrated:
-                missing = [name for name in missing if name not in ADDED_SETTINGS and name not in sections]
+            missing = [name for name in missing if name not in ADDED_SETTINGS]
+            if migrated:  # written before method sections: uniform's is new
+                missing = [name for name in missing if name not in sections]
             if missing:
                 raise ArchcompressError(
                     f"config {where} lacks setting(s) {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}: "

@@ -14,16 +14,14 @@ import pickle
 import re
 import shutil
 import textwrap
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner, Result
 
 from archcompress.checkpoint import TeacherMeta, save_teacher
-from archcompress.cli import app
 from archcompress.models import create_model
+from cli_helpers import assert_one_line_error, invoke
 
 TINY = ["--epochs", "1", "--subset", "200", "--final-epochs", "1", "--device", "cpu"]
 
@@ -69,21 +67,6 @@ def dense(num_classes):
 def five_outputs(num_classes):  # ignores num_classes
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 5))
 """
-
-
-def invoke(args: Sequence[object]) -> Result:
-    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "400"})
-
-
-def assert_one_line_error(result: Result, *words: str) -> str:
-    """Exit code 2, one ``error:`` line on stderr, no traceback and nothing on stdout."""
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-    assert result.stdout == "" and "Traceback" not in result.output
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -12,45 +12,25 @@ import json
 import os
 import shutil
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 import pytest
 import torch
-from typer.testing import CliRunner, Result
 
 import archcompress.runtime
 from archcompress.checkpoint import TeacherMeta, load_teacher, save_teacher
-from archcompress.cli import app
 from archcompress.errors import ArchcompressError
 from archcompress.evaluate import ResultStore
 from archcompress.evaluate.store import ResultKey, StoredResult
 from archcompress.models import create_model
 from archcompress.runtime import atomic_write_text
 from archcompress.space import CompressionSpace, load_student, save_student
+from cli_helpers import assert_one_line_error, invoke, snapshot
 
 TINY = ["--epochs", "1", "--subset", "200", "--final-epochs", "1", "--device", "cpu", "--method", "random"]
-
-
-def invoke(args: Sequence[object]) -> Result:
-    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "400"})
-
-
-def assert_one_line_error(result: Result, *words: str) -> str:
-    """Exit code 2 and a single ``error:`` line on stderr (after a progress bar, if the search had started)."""
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and result.stderr.strip().splitlines()[-1] == errors[0], result.stderr
-    for word in words:
-        assert word in errors[0], errors[0]
-    assert "Traceback" not in result.output
-    return errors[0]
-
-
-def snapshot(directory: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 def temporary_files(directory: Path) -> list[str]:

@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 from archcompress.cli import app
 from archcompress.evaluate import ResultStore
 from archcompress.rundir import ELAPSED_FILE
+from cli_helpers import report_of, snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -122,10 +123,6 @@ def run_script(args: Sequence[str], env: dict[str, str]) -> subprocess.Completed
     )
 
 
-def report_of(run: Path) -> dict:
-    return json.loads((run / "report.json").read_text())
-
-
 def store_rows(run: Path) -> dict[str, tuple[float | None, float]]:
     """Candidate hash -> (val accuracy, time the row was written) for every evaluation in the run's store."""
     return {r.key.candidate_hash: (r.val_accuracy, r.created) for r in ResultStore(run / "store.sqlite").query()}
@@ -137,10 +134,6 @@ def trained_after_resume(run: Path) -> int:
     assert "resuming" in log, log
     tail = log.rsplit("resuming", 1)[1]
     return sum(1 for line in tail.splitlines() if " INFO candidate " in line and "(from store)" not in line)
-
-
-def snapshot(directory: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")

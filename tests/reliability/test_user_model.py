@@ -8,12 +8,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
 
 from archcompress.api import train_teacher
 from archcompress.checkpoint import load_teacher
-from archcompress.cli import app
 from archcompress.distill import TrainConfig
+from cli_helpers import invoke
 
 NET = """
 import torch
@@ -75,10 +74,6 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("user") / "net.py"
     path.write_text(textwrap.dedent(NET))
     return path
-
-
-def invoke(args: list[object]) -> Result:
-    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "400"})
 
 
 def test_a_model_that_views_augmented_mnist5k_batches_trains(net: Path, tmp_path: Path) -> None:

@@ -3,7 +3,7 @@ and what it adds to the report. The pipeline calls these hooks and nothing metho
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -13,7 +13,8 @@ from archcompress.evaluate.worker import WorkerState
 from archcompress.rundir import RunDir
 from archcompress.runtime import seed_everything
 from archcompress.search import Search, TeacherStats, choose_student
-from archcompress.space import Student
+from archcompress.search.choice import ranked_meeting, reward_name
+from archcompress.space import Candidate, Student
 
 if TYPE_CHECKING:
     from archcompress.config import CompressConfig
@@ -30,6 +31,7 @@ class ChosenStudent:
     why: str  # one sentence for report.json's ``chosen`` and log.txt
     search_val_accuracy: float | None = None
     candidate_hash: str | None = None
+    finalists: list[dict[str, Any]] = field(default_factory=list)  # the longer runs the choice compared
 
 
 @dataclass
@@ -42,6 +44,8 @@ class MethodContext:
     teacher: TeacherStats  # the teacher's val accuracy, size and (if measured) latency
     shared_store: ResultStore | None = None  # --store: results shared between runs and methods
     resume: bool = False
+    # trains candidates for --finalist-epochs (through the run's store and executor); set while the search runs
+    evaluate_longer: Callable[[list[Candidate]], list[Result]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -113,7 +117,28 @@ class Method:
                 f"none of the {len(results)} candidates trained successfully (see the run's log.txt): "
                 "check the budget settings (e.g. a lower --lr) or raise --budget"
             )
-        return build_chosen(self.context, choice.result, choice.why)
+        ranked = ranked_meeting(results, self.context.teacher, config.constraints, self.objective())
+        finalists = ranked[: config.finalists]
+        if len(finalists) < 2 or self.context.evaluate_longer is None:
+            return build_chosen(self.context, choice.result, choice.why)
+        return self._best_finalist(finalists)
+
+    def _best_finalist(self, finalists: list[Result]) -> ChosenStudent:
+        """Train the finalists longer and take the best val accuracy (ties: the better search reward)."""
+        assert self.context.evaluate_longer is not None
+        config = self.context.config
+        longer = self.context.evaluate_longer([r.candidate for r in finalists])
+        rows = [{"candidate_hash": f.candidate_hash, "search_val_accuracy": f.val_accuracy,
+                 "finalist_val_accuracy": r.val_accuracy if r.ok else None, "status": r.status}
+                for f, r in zip(finalists, longer, strict=True)]  # fmt: skip
+        best = max(range(len(finalists)), key=lambda i: (rows[i]["finalist_val_accuracy"] or -1.0, -i))
+        accuracy = rows[best]["finalist_val_accuracy"] or 0.0
+        why = (f"the best val accuracy ({accuracy:.2%}) after {config.finalist_epochs} epochs among "
+               f"{len(finalists)} finalists: the candidates with the highest {reward_name(self.objective())} "
+               f"that meet every constraint ({config.constraints.describe()})")  # fmt: skip
+        chosen = build_chosen(self.context, finalists[best], why)
+        chosen.finalists = rows
+        return chosen
 
     def save_artifacts(self, run: RunDir) -> None:
         """Save what the method learnt (policies, codec) into the run directory."""

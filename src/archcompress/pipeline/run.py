@@ -185,10 +185,15 @@ def run_compression(
                     on_progress=progress,
                 )  # fmt: skip
                 method.save_artifacts(run)
+                if config.finalists > 1:  # longer runs of the best candidates, stored and resumable like the search's
+                    longer = replace(context, budget=replace(config.candidate, epochs=config.finalist_epochs))
+                    finals = Evaluator(longer, evaluator.store, executor, seed=config.seed, method=config.method,
+                                       space=space, shared_store=shared)  # fmt: skip
+                    method.context.evaluate_longer = finals.evaluate_many
+            interruption.stage = "final distillation"
+            chosen = method.choose_final(results)
         finally:
             executor.close()
-        interruption.stage = "final distillation"
-        chosen = method.choose_final(results)
         log.info("chosen student %s: %s", chosen.candidate_hash or "(no search candidate)", chosen.why)
         search_seconds = run.elapsed_seconds()  # over every invocation of a resumed run
         final = final_distillation(config, state, chosen, device)
@@ -210,6 +215,8 @@ def run_compression(
             facts, results, student=student, final_checks=checks, chosen_hash=chosen.candidate_hash,
             why=chosen.why, search_seconds=search_seconds,
         )  # fmt: skip
+        if chosen.finalists:
+            report["chosen"]["finalists"] = chosen.finalists
         report.update(method.report_extra(run))
         # latency (onnxruntime), file size and the per-layer table; then the HTML report from it all
         report = enrich_report(report, state.teacher.model, chosen.module, space.input_shape, space=space)

@@ -37,6 +37,20 @@ def meets(result: Result, constraints: Constraints, teacher_params: int) -> bool
     return result.ok and all(check.met for check in candidate_checks(result, constraints, teacher_params))
 
 
+def reward_name(objective: str) -> str:
+    """How the ranking reward is named in the report's sentences."""
+    return "paper reward" + ("" if objective == "params" else f" on {objective}")
+
+
+def ranked_meeting(
+    results: Sequence[Result], teacher: TeacherStats, constraints: Constraints, objective: str = "params"
+) -> list[Result]:
+    """The trained candidates that meet every constraint, each once, best reward first (ties: fewer params)."""
+    unique = {r.candidate_hash: r for r in results if r.ok and r.params}
+    meeting = [r for r in unique.values() if meets(r, constraints, teacher.params)]
+    return sorted(meeting, key=lambda r: (-teacher.reward(r, objective), r.params or 0))
+
+
 def choose_student(
     results: Sequence[Result], teacher: TeacherStats, constraints: Constraints, objective: str = "params"
 ) -> Choice | None:
@@ -54,10 +68,10 @@ def choose_student(
         return teacher.reward(r, objective)
 
     checks = {r.candidate_hash: candidate_checks(r, constraints, teacher.params) for r in trained}
-    meeting = [r for r in trained if all(c.met for c in checks[r.candidate_hash])]
-    measure = "paper reward" + ("" if objective == "params" else f" on {objective}")
+    meeting = ranked_meeting(results, teacher, constraints, objective)
+    measure = reward_name(objective)
     if meeting:
-        best = max(meeting, key=lambda r: (reward(r), -(r.params or 0)))
+        best = meeting[0]
         if constraints.any:
             why = (f"the highest {measure} ({reward(best):.3f}) of the {len(meeting)} of {len(trained)} trained "
                    f"candidates that meet every constraint ({constraints.describe()})")  # fmt: skip

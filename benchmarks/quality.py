@@ -137,7 +137,7 @@ def run_one(setting: Setting, teacher: Path, work: Path, method: str, target: fl
         seed=seed, final_epochs=setting.final_epochs, settings={"uniform.depth": True}, n2n=options,
         candidate=Budget(epochs=setting.candidate_epochs, subset=setting.subset, batch_size=setting.batch_size,
                          lr=setting.lr),
-        space=SpaceOptions(ratios=setting.ratios, min_channels=setting.min_channels, remove_pooling=False),
+        space=SpaceOptions(ratios=setting.ratios, min_channels=setting.min_channels, removable=("block", "body")),
     ) if not (out / "report.json").is_file() else None  # fmt: skip
     report = result.report if result else json.loads((out / "report.json").read_text())
     student, teacher_info = report["student"], report["teacher"]

@@ -94,3 +94,14 @@ def test_consoles_take_the_width_of_each_invocation(monkeypatch: pytest.MonkeyPa
 def test_narrow_help_still_lists_every_method() -> None:
     narrow = invoke(["compress", "--help"], columns=70).output
     assert all(name in narrow for name in method_names())
+
+
+def test_removable_and_keep_pooling_set_the_space(tmp_path) -> None:
+    from archcompress.cli import _compress_changes
+
+    assert _compress_changes({"removable": "linear,block"}) == {"space.removable": ("linear", "block")}
+    assert _compress_changes({"keep_pooling": True}) == {"space.removable": ("block", "body")}
+    with pytest.raises(ArchcompressError, match="instead of adding --keep-pooling"):
+        _compress_changes({"removable": "linear", "keep_pooling": True})
+    result = invoke(["compress", str(tmp_path / "t.pt"), "--out", str(tmp_path / "run"), "--removable", "fc"])
+    assert result.exit_code == 2 and "'fc' is not a kind of unit" in result.stderr

@@ -222,3 +222,11 @@ def test_a_config_from_before_the_constraints_moved_still_reads(tmp_path: Path) 
 @pytest.mark.parametrize(("text", "value"), [("10x", 10.0), ("1e9x", 1e9), ("2.5e3", 2500.0), (" 12.5X ", 12.5)])
 def test_target_syntax(text: str, value: float) -> None:
     assert parse_target(text) == value
+
+
+def test_a_config_with_the_old_pooling_switch_reads_as_removable_kinds(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("teacher: t.pt\nout: run\nspace:\n  remove_pooling: false\n")
+    assert CompressConfig.from_yaml(path).space.removable == ("block", "body")
+    path.write_text("teacher: t.pt\nout: run\nspace:\n  remove_pooling: true\n")
+    assert CompressConfig.from_yaml(path).space.removable == ("block", "body", "max-pool")

@@ -315,7 +315,7 @@ COMPRESS_FLAGS: dict[str, str] = {
     "embedding_objective": "embedding.objective", "size_weight": "embedding.size_weight",
     "ascent_steps": "embedding.ascent_steps", "step_size": "embedding.step_size",
     "trust_radius": "embedding.trust_radius", "codec": "embedding.codec", "ratios": "space.ratios",
-    "min_channels": "space.min_channels", "keep_pooling": "space.remove_pooling",
+    "min_channels": "space.min_channels", "removable": "space.removable", "keep_pooling": "space.removable",
     "kernel_ratios": "space.kernel_ratios",
 }  # fmt: skip
 
@@ -332,15 +332,13 @@ def _default_text(path: str) -> str:
     from archcompress.pipeline.settings import get_setting
 
     values = {preset: get_setting(config, path) for preset, config in _defaults().items()}
-    if path == "space.remove_pooling":  # --keep-pooling is its negation
-        values = {preset: not value for preset, value in values.items()}
     fast, paper = values["fast"], values["paper"]
 
     def text(value: Any) -> str:
         if isinstance(value, bool):
             return "on" if value else "off"
         if isinstance(value, tuple):
-            return ",".join(f"{v:g}" for v in value)
+            return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) or "none"
         return "none" if value is None else str(value)
 
     return text(fast) if fast == paper else f"{text(fast)}; paper preset: {text(paper)}"
@@ -348,7 +346,7 @@ def _default_text(path: str) -> str:
 
 def opt(text: str, name: str, *flags: str) -> Any:
     """A compress option whose help ends with its default, read from the options dataclasses."""
-    default = _default_text(COMPRESS_FLAGS[name])
+    default = "off" if name == "keep_pooling" else _default_text(COMPRESS_FLAGS[name])
     return typer.Option(*flags, help=escape(f"{text} [default: {default}]"), show_default=False)
 
 
@@ -361,10 +359,14 @@ def _method_help() -> str:
 def _compress_changes(given: dict[str, Any]) -> dict[str, Any]:
     """The settings the user changed, by path, from the flags given (converted to the settings' types)."""
     from archcompress.config import parse_target
+    from archcompress.space.options import DEFAULT_REMOVABLE, parse_removable
 
+    if "removable" in given and "keep_pooling" in given:
+        raise ArchcompressError("give --removable without max-pool instead of adding --keep-pooling to it")
     convert: dict[str, Callable[[Any], Any]] = {
         "target": parse_target, "ratios": parse_ratios, "kernel_ratios": parse_ratios,
-        "keep_pooling": lambda keep: not keep,
+        "removable": parse_removable,
+        "keep_pooling": lambda keep: tuple(k for k in DEFAULT_REMOVABLE if not (keep and k == "max-pool")),
         "store": str, "policy": str, "codec": str,
     }  # fmt: skip
     return {COMPRESS_FLAGS[name]: convert.get(name, lambda v: v)(value) for name, value in given.items()}
@@ -474,8 +476,17 @@ def compress(
     min_channels: Annotated[
         int | None, opt("A shrunk layer keeps at least this many channels.", "min_channels")
     ] = None,
+    removable: Annotated[
+        str | None,
+        opt(
+            "Kinds of unit a search may remove, a comma list of block, body, max-pool, avg-pool, linear "
+            "(hidden fully connected layers), strided-conv; or none.",
+            "removable",
+        ),
+    ] = None,
     keep_pooling: Annotated[
-        bool | None, opt("Never remove max-pooling layers (removing one saves no params, adds MACs).", "keep_pooling")
+        bool | None,
+        opt("Never remove max-pooling layers (the default --removable without max-pool).", "keep_pooling"),
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from where it stopped.")] = False,
     config: Annotated[

@@ -26,6 +26,7 @@ from archcompress.errors import ArchcompressError
 from archcompress.evaluate import EXECUTORS, Budget
 from archcompress.methods import get_method, methods_with_options
 from archcompress.space import SpaceOptions
+from archcompress.space.options import DEFAULT_REMOVABLE
 
 PRESETS = ("fast", "paper")
 # First line of every config.yaml archcompress writes: such a file lists every setting, so one with settings
@@ -141,6 +142,7 @@ class CompressConfig:
             raise ArchcompressError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         self.constraints.validate()
         self.candidate.validate()
+        self.space.validate()
         for name, options in self.methods.items():
             expected = methods_with_options().get(name)
             if expected is None or not isinstance(options, expected):
@@ -220,6 +222,11 @@ class CompressConfig:
 def _migrate(raw: dict[str, Any]) -> bool:
     """Move settings from their old place to their new one (see ``MOVED_SETTINGS``); whether any moved."""
     moved = False
+    space = raw.get("space")
+    if isinstance(space, dict) and "remove_pooling" in space:  # 0.1.0: a switch for max pooling alone
+        keep_pools = space.pop("remove_pooling") is False
+        space.setdefault("removable", [k for k in DEFAULT_REMOVABLE if not (keep_pools and k == "max-pool")])
+        moved = True
     for old, new in MOVED_SETTINGS:
         *old_parents, old_key = old.split(".")
         holder: Any = raw

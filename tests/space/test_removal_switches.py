@@ -81,3 +81,43 @@ def test_each_switch_changes_only_its_own_units(model: nn.Module, switch: str) -
     assert changed, f"flipping {switch} changed nothing"
     assert {kind_of(space, index) for index in changed} == {switch}
     assert all(after[index] == getattr(flipped, switch) for index in changed)
+
+
+def test_removable_kinds_map_one_to_one_onto_the_switches() -> None:
+    from archcompress.space.options import DEFAULT_REMOVABLE, REMOVABLE_KINDS, SpaceOptions
+
+    assert SpaceOptions().rules() == RemovalRules()  # the default kinds are the default rules
+    assert set(DEFAULT_REMOVABLE) == {"block", "body", "max-pool"}
+    for kind, switch in REMOVABLE_KINDS.items():
+        rules = SpaceOptions(removable=(kind,)).rules()
+        on = {f.name for f in dataclasses.fields(rules) if getattr(rules, f.name)}
+        assert on == {switch}, kind
+
+
+def test_the_hidden_linear_of_the_1d_cnn_is_removable_on_request_and_the_classifier_never() -> None:
+    from archcompress.models import create_model
+    from archcompress.space.options import SpaceOptions
+
+    torch.manual_seed(0)
+    model = create_model("cnn1d", (1, 40), 10, {}).eval()
+    default = SpaceOptions().space_of(model, (1, 40))
+    with_linear = SpaceOptions(removable=("linear",)).space_of(model, (1, 40))
+    linears = [u.index for u in default.units if u.kind == "linear"]
+    assert len(linears) >= 2 and not any(default.units[i].removable for i in linears)
+    assert [with_linear.units[i].removable for i in linears] == [True] * (len(linears) - 1) + [False]
+    # removing the hidden linear gives a valid, much smaller student
+    keep = [True] * len(with_linear.removable_units)
+    keep[with_linear.units[linears[0]].keep_index] = False  # type: ignore[index]
+    candidate = with_linear.uniform_candidate(1.0, tuple(keep))
+    assert with_linear.check(candidate) is None
+    assert with_linear.cost(candidate).params < with_linear.teacher_cost.params / 2
+
+
+def test_an_unknown_kind_is_refused_in_one_line() -> None:
+    from archcompress.errors import ArchcompressError
+    from archcompress.space.options import parse_removable
+
+    assert parse_removable("linear, max-pool") == ("linear", "max-pool")
+    assert parse_removable("none") == ()
+    with pytest.raises(ArchcompressError, match="'fc' is not a kind of unit: use a comma list of block, body"):
+        parse_removable("fc")

@@ -46,7 +46,7 @@ def test_max_pooling_can_be_kept(teacher_space) -> None:
     from archcompress.evaluate import SpaceOptions
 
     teacher, default = teacher_space("vgg11", (1, 28, 28))
-    kept = SpaceOptions(remove_pooling=False).space_of(teacher, (1, 28, 28))
+    kept = SpaceOptions(removable=("block", "body")).space_of(teacher, (1, 28, 28))
     pools = [u.index for u in default.units if u.kind == "pool"]
     assert pools and all(default.units[i].removable for i in pools)
     assert not any(kept.units[i].removable for i in pools)

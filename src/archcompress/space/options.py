@@ -6,8 +6,28 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from archcompress.space.rules import RemovalRules
+from archcompress.errors import ArchcompressError
+from archcompress.space.rules import DEFAULT_RULES, RemovalRules
 from archcompress.space.space import DEFAULT_MIN_CHANNELS, DEFAULT_RATIOS, CompressionSpace
+
+# The kinds of unit a search may remove (``--removable``), by the RemovalRules switch each one sets. The first
+# layer and the classifier are never removable from the command line.
+REMOVABLE_KINDS = {
+    "block": "identity_blocks",  # a whole residual block whose shortcut is the identity
+    "body": "body_layers",  # single layers inside a residual block's body
+    "max-pool": "max_pool",
+    "avg-pool": "avg_pool",  # average pooling with a fixed window
+    "linear": "linear",  # hidden fully connected layers
+    "strided-conv": "strided_conv",  # convolutions with a stride above 1 (the resolution then stays higher)
+}
+DEFAULT_REMOVABLE = tuple(kind for kind, switch in REMOVABLE_KINDS.items() if getattr(DEFAULT_RULES, switch))
+
+
+def parse_removable(text: str) -> tuple[str, ...]:
+    """``"linear,max-pool"`` -> ``("linear", "max-pool")``; ``"none"`` -> ``()``; unknown kinds are refused."""
+    kinds = () if text.strip().lower() == "none" else tuple(k.strip() for k in text.split(",") if k.strip())
+    SpaceOptions(removable=kinds).validate()
+    return kinds
 
 
 @dataclass(frozen=True)
@@ -17,14 +37,24 @@ class SpaceOptions:
     ratios: tuple[float, ...] = DEFAULT_RATIOS
     kernel_ratios: tuple[float, ...] | None = None
     min_channels: int = DEFAULT_MIN_CHANNELS
-    remove_pooling: bool = True  # False: max-pooling units stay (cheaper students on small inputs)
+    removable: tuple[str, ...] = DEFAULT_REMOVABLE  # kinds of unit a search may remove (see REMOVABLE_KINDS)
+
+    def validate(self) -> None:
+        """Refuse an unknown kind of unit, naming the known ones."""
+        for kind in self.removable:
+            if kind not in REMOVABLE_KINDS:
+                raise ArchcompressError(
+                    f"--removable {kind!r} is not a kind of unit: use a comma list of {', '.join(REMOVABLE_KINDS)} "
+                    "(or none)"
+                )
 
     def rules(self) -> RemovalRules:
         """The removal rules these options select."""
-        return RemovalRules(max_pool=self.remove_pooling)
+        return RemovalRules(**{switch: kind in self.removable for kind, switch in REMOVABLE_KINDS.items()})
 
     def space_of(self, model: nn.Module, input_shape: tuple[int, ...]) -> CompressionSpace:
         """The compression space of ``model`` under these options."""
+        self.validate()
         return CompressionSpace.from_model(
             model,
             input_shape,

@@ -12,6 +12,9 @@ from typer.testing import CliRunner, Result
 from archcompress.cli import app
 
 WIDE = {"COLUMNS": "400"}  # no wrapping of long paths or table rows in the output
+# A random search of three candidates, each distilled for one epoch on 200 samples: a whole run in seconds
+TINY_RANDOM = ["--method", "random", "--budget", "3", "--epochs", "1", "--subset", "200", "--final-epochs", "1",
+               "--device", "cpu"]  # fmt: skip
 
 
 def invoke(args: Sequence[object], *, columns: int = 400, **kwargs: Any) -> Result:

@@ -17,23 +17,9 @@ from PIL import Image
 
 from archcompress.export import INPUT_NAME, load_torchscript
 from archcompress.space import load_student
-from cli_helpers import assert_one_line_error, invoke
+from cli_helpers import TINY_RANDOM, assert_one_line_error, invoke
 
-WIDE = {"COLUMNS": "400"}  # no wrapping of long paths in the output
-TINY = [
-    "--method",
-    "random",
-    "--budget",
-    "3",
-    "--epochs",
-    "1",
-    "--subset",
-    "200",
-    "--final-epochs",
-    "1",
-    "--device",
-    "cpu",
-]
+TINY = TINY_RANDOM
 
 
 @pytest.fixture(scope="module")

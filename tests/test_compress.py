@@ -18,23 +18,9 @@ from archcompress.config import CompressConfig
 from archcompress.evaluate import ResultStore
 from archcompress.runtime import torch_threads
 from archcompress.space import Candidate, CompressionSpace, load_student
-from cli_helpers import assert_one_line_error, invoke, report_of, snapshot
+from cli_helpers import TINY_RANDOM, assert_one_line_error, invoke, report_of, snapshot
 
-WIDE = {"COLUMNS": "400"}  # no wrapping of long paths in the output
-TINY = [
-    "--method",
-    "random",
-    "--budget",
-    "3",
-    "--epochs",
-    "1",
-    "--subset",
-    "200",
-    "--final-epochs",
-    "1",
-    "--device",
-    "cpu",
-]
+TINY = TINY_RANDOM
 
 
 @pytest.fixture(scope="module")

@@ -166,7 +166,7 @@ def test_a_full_disk_while_writing_the_report_is_one_line_and_the_run_resumes(
     run = tmp_path / "run"
     disk_full_for("report.json", 50)
     result = invoke(["compress", teacher, "--out", run, "--budget", "2", *TINY])
-    assert_one_line_error(result, "report.json", "No space left on device")
+    assert_one_line_error(result, "report.json", "No space left on device", after_progress=True)
     assert not (run / "report.json").exists() and temporary_files(run) == []
     assert len(ResultStore(run / "store.sqlite")) == 2  # every evaluation was kept
 

@@ -1,0 +1,237 @@
+"""How well do cheap proxies rank small students? Kendall tau between each proxy and the final test accuracy.
+
+Samples ``--candidates`` random students of a teacher's space between ``--min-ratio`` and ``--max-ratio`` times
+smaller, and trains each one to the final budget (``--final-epochs`` of the project's distillation, inherited
+weights, one cosine schedule over the whole run), as the final distillation of ``compress`` does. Proxies, each
+with its cost in training epochs per candidate:
+
+- ``snapshot_acc@k``: val accuracy after epoch k *of that long run* (what a multi-fidelity scheme that
+  continues training would see at a rung of k epochs);
+- ``snapshot_l2@k``: val L2 distance to the teacher's logits at the same point (lower is better);
+- ``short_acc@k``: val accuracy of a separate run of k epochs with its own schedule (what ``compress`` does per
+  candidate today with ``--epochs k``, and what ``--finalists`` does with ``--finalist-epochs k``);
+- ``params`` and ``macs`` (fewer is ranked better: free to compute).
+
+It also replays two ways of choosing a student among the candidates, as ``compress`` would: the best
+``short_acc@1`` (today's search proxy) and ``--finalists 3 --finalist-epochs 10`` (the three best by
+``short_acc@1`` trained again for 10 epochs, the best of those), against the best possible choice.
+
+    .venv/bin/python benchmarks/fidelity.py --name cnn1d-mnist1d --model cnn1d --dataset mnist1d \\
+        --removable block,body,max-pool,linear --min-ratio 250 --max-ratio 400
+
+Writes ``benchmarks/results/fidelity-NAME.json`` (every candidate's curves, so proxies can be re-derived) and
+prints a table. Results depend on the seed set, not on machine load (costs are counted in epochs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import kendalltau
+
+import archcompress
+from archcompress.api import train_teacher
+from archcompress.data import DataOptions, Split
+from archcompress.distill import TrainConfig, evaluate_accuracy, fit
+from archcompress.distill.trainer import EpochStats
+from archcompress.evaluate import Budget, EvalContext, worker_state
+from archcompress.evaluate.worker import WorkerState
+from archcompress.runtime import atomic_write_text, cache_home, seed_everything
+from archcompress.space import Candidate, SpaceOptions
+from archcompress.space.options import parse_removable
+
+RESULTS = Path(__file__).resolve().parent / "results"
+RATIOS = (0.02, 0.04, 0.06, 0.1, 0.15, 0.25, 0.5, 1.0)  # the quality benchmarks' ratio set
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", required=True, help="results go to benchmarks/results/fidelity-NAME.json")
+    parser.add_argument("--model", default="cnn1d")
+    parser.add_argument("--dataset", default="mnist1d")
+    parser.add_argument("--teacher-epochs", type=int, default=30)
+    parser.add_argument("--candidates", type=int, default=24)
+    parser.add_argument("--min-ratio", type=float, default=250.0)
+    parser.add_argument("--max-ratio", type=float, default=400.0)
+    parser.add_argument("--final-epochs", type=int, default=60)
+    parser.add_argument("--snapshots", default="1,2,3,5,10,20", help="epochs of the long run to read proxies at")
+    parser.add_argument("--short", default="1,3,10", help="epochs of the separate short runs")
+    parser.add_argument("--removable", default="block,body,max-pool,linear")
+    parser.add_argument("--min-channels", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    return parser.parse_args()
+
+
+class Curve:
+    """A trainer callback that records val accuracy and val L2 to the teacher after every epoch."""
+
+    def __init__(self, model: torch.nn.Module, val: Split, teacher_val: torch.Tensor) -> None:
+        self.model, self.val, self.teacher_val = model, val, teacher_val
+        self.accuracy: list[float] = []
+        self.l2: list[float] = []
+
+    def on_train_start(self, total_steps: int, epochs: int) -> None: ...
+
+    def on_step(self, step: int, loss: float, accuracy: float) -> None: ...
+
+    def on_epoch_end(self, stats: EpochStats) -> None:
+        self.accuracy.append(float(stats.val_accuracy or 0.0))
+        self.l2.append(val_l2(self.model, self.val, self.teacher_val))
+
+    def on_train_end(self) -> None: ...
+
+
+def logits(model: torch.nn.Module, split: Split) -> torch.Tensor:
+    """The model's logits on a whole split, in order."""
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([model(batch.x) for batch in split.batches(512)])
+
+
+def val_l2(model: torch.nn.Module, val: Split, teacher_val: torch.Tensor) -> float:
+    """Mean squared distance between the student's and the teacher's val logits."""
+    return float(((logits(model, val) - teacher_val) ** 2).mean())
+
+
+def sample_candidates(state: WorkerState, args: argparse.Namespace) -> list[Candidate]:
+    """Distinct valid random candidates whose compression lies in [min_ratio, max_ratio]."""
+    space = state.space
+    rng = np.random.default_rng(args.seed)
+    teacher_params = space.teacher_cost.params
+    found: dict[str, Candidate] = {}
+    for _ in range(200_000):
+        candidate = space.sample(rng)
+        if space.check(candidate) is not None:
+            continue
+        ratio = teacher_params / space.cost(candidate).params
+        if args.min_ratio <= ratio <= args.max_ratio:
+            found.setdefault(space.candidate_hash(candidate), candidate)
+        if len(found) == args.candidates:
+            break
+    if len(found) < args.candidates:
+        raise SystemExit(f"only {len(found)} distinct candidates in [{args.min_ratio}, {args.max_ratio}]x")
+    return list(found.values())
+
+
+def train(state: WorkerState, candidate: Candidate, budget: Budget, epochs: int, seed: int, callback: Any = None):
+    """Build the candidate (inheriting the teacher's weights) and distil it for ``epochs`` with its own schedule."""
+    seed_everything(seed)
+    built = state.space.build(candidate, inherit=True)
+    config = replace(budget.train_config(seed), epochs=epochs)
+    if callback is not None:
+        callback.model = built.module
+    fit(built.module, state.train, state.splits.val if callback else None, budget.loss_fn(state.targets), config,
+        state.device, (callback,) if callback else ())  # fmt: skip
+    return built
+
+
+def tau(proxy: list[float], truth: list[float]) -> float:
+    """Kendall tau-b between a proxy (higher = better) and the truth."""
+    return float(kendalltau(proxy, truth).statistic)
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    snapshots = [int(k) for k in args.snapshots.split(",")]
+    shorts = [int(k) for k in args.short.split(",")]
+    work = cache_home() / "bench" / f"fidelity-{args.name}"
+    work.mkdir(parents=True, exist_ok=True)
+    teacher_path = work / "teacher.pt"
+    if not teacher_path.is_file():
+        print(f"training the teacher: {args.model} on {args.dataset}, {args.teacher_epochs} epochs", flush=True)
+        train_teacher(args.model, args.dataset, teacher_path, train=TrainConfig(epochs=args.teacher_epochs, seed=0))
+    teacher = archcompress.load_teacher(teacher_path)
+    budget = Budget(epochs=1, batch_size=args.batch_size, lr=args.lr)
+    space_options = SpaceOptions(ratios=RATIOS, min_channels=args.min_channels,
+                                 removable=parse_removable(args.removable))  # fmt: skip
+    context = EvalContext(str(teacher_path), teacher.sha256, args.dataset, DataOptions(), budget,
+                          str(work / "logits"), space=space_options)  # fmt: skip
+    state = worker_state(context)
+    teacher_val = logits(state.teacher.model, state.splits.val)
+    candidates = sample_candidates(state, args)
+    print(f"{len(candidates)} candidates, {args.final_epochs}-epoch final runs", flush=True)
+
+    rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for index, candidate in enumerate(candidates):
+        curve = Curve(torch.nn.Identity(), state.splits.val, teacher_val)
+        built = train(state, candidate, budget, args.final_epochs, args.seed, curve)
+        row: dict[str, Any] = {
+            "candidate": candidate.to_dict(),
+            "params": built.params,
+            "macs": built.macs,
+            "test_accuracy": evaluate_accuracy(built.module, state.splits.test, state.device),
+            "val_accuracy_curve": curve.accuracy,
+            "val_l2_curve": curve.l2,
+            "short_val_accuracy": {},
+        }
+        for k in shorts:
+            short = train(state, candidate, budget, k, args.seed)
+            row["short_val_accuracy"][str(k)] = evaluate_accuracy(short.module, state.splits.val, state.device)
+        rows.append(row)
+        print(f"  {index + 1}/{len(candidates)}: {built.params} params, test {row['test_accuracy']:.2%}, "
+              f"short@1 {row['short_val_accuracy'].get('1', float('nan')):.2%}", flush=True)  # fmt: skip
+
+    truth = [r["test_accuracy"] for r in rows]
+    proxies: list[dict[str, Any]] = []
+    for k in snapshots:
+        if k <= args.final_epochs:
+            proxies.append({"proxy": f"snapshot_acc@{k}", "epochs": k,
+                            "tau": tau([r["val_accuracy_curve"][k - 1] for r in rows], truth)})  # fmt: skip
+            proxies.append({"proxy": f"snapshot_l2@{k}", "epochs": k,
+                            "tau": tau([-r["val_l2_curve"][k - 1] for r in rows], truth)})  # fmt: skip
+    for k in shorts:
+        proxies.append({"proxy": f"short_acc@{k}", "epochs": k,
+                        "tau": tau([r["short_val_accuracy"][str(k)] for r in rows], truth)})  # fmt: skip
+    proxies.append({"proxy": "params", "epochs": 0, "tau": tau([-r["params"] for r in rows], truth)})
+    proxies.append({"proxy": "macs", "epochs": 0, "tau": tau([-r["macs"] for r in rows], truth)})
+    choices = choice_replays(rows, shorts)
+
+    meta = {"archcompress": archcompress.__version__, "torch": torch.__version__, "machine": platform.platform(),
+            "seconds": time.perf_counter() - started}  # fmt: skip
+    setting = {k: v for k, v in vars(args).items() if k != "threads"}
+    teacher_info = {"model": args.model, "dataset": args.dataset, "params": state.space.teacher_cost.params,
+                    "test_accuracy": teacher.meta.test_accuracy}  # fmt: skip
+    result = {"setting": setting, "teacher": teacher_info, "proxies": proxies, "choices": choices,
+              "test_accuracy": {"min": min(truth), "max": max(truth), "median": statistics.median(truth)},
+              "candidates": rows, "meta": meta}  # fmt: skip
+    path = RESULTS / f"fidelity-{args.name}.json"
+    atomic_write_text(path, json.dumps(result, indent=1) + "\n")
+    print(f"\nfinal test accuracy of the {len(rows)} candidates: {min(truth):.2%} to {max(truth):.2%}")
+    for proxy in proxies:
+        print(f"  {proxy['proxy']:<16} tau {proxy['tau']:+.2f}  (cost {proxy['epochs']} epochs per candidate)")
+    for name, choice in choices.items():
+        print(f"  choice {name:<28} test {choice['test_accuracy']:.2%} ({choice['epochs']} epochs in all)")
+    print(f"written to {path}")
+
+
+def choice_replays(rows: list[dict[str, Any]], shorts: list[int]) -> dict[str, dict[str, Any]]:
+    """The student each way of choosing would pick, its final test accuracy and the training it cost."""
+    count = len(rows)
+    choices = {"best possible": {"test_accuracy": max(r["test_accuracy"] for r in rows), "epochs": None}}
+    if "1" in rows[0]["short_val_accuracy"]:
+        by_short = sorted(range(count), key=lambda i: -rows[i]["short_val_accuracy"]["1"])
+        choices["best short_acc@1"] = {"test_accuracy": rows[by_short[0]]["test_accuracy"], "epochs": count}
+        if 10 in shorts:
+            finalists = by_short[:3]
+            best = max(finalists, key=lambda i: rows[i]["short_val_accuracy"]["10"])
+            choices["finalists 3 x 10 epochs"] = {"test_accuracy": rows[best]["test_accuracy"],
+                                                  "epochs": count + 3 * 10}  # fmt: skip
+    return choices
+
+
+if __name__ == "__main__":
+    main()

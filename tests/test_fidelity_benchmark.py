@@ -1,0 +1,63 @@
+"""benchmarks/fidelity.py: its candidate sampling, its rank statistic and its replay of the final choice."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from archcompress.evaluate import Budget, EvalContext, worker_state
+from archcompress.space import SpaceOptions
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("fidelity_benchmark", ROOT / "benchmarks" / "fidelity.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+fidelity = _load_script()
+
+
+def test_tau_is_kendalls_rank_agreement() -> None:
+    assert fidelity.tau([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert fidelity.tau([4, 3, 2, 1], [10, 20, 30, 40]) == pytest.approx(-1.0)
+    assert fidelity.tau([1, 2, 4, 3], [10, 20, 30, 40]) == pytest.approx(2 / 3)
+
+
+def test_the_choice_replays_pick_what_compress_would() -> None:
+    rows = [  # short@1 ranks b > a > c > d; short@10 among the top three ranks c best
+        {"test_accuracy": 0.90, "short_val_accuracy": {"1": 0.30, "10": 0.80}},  # a
+        {"test_accuracy": 0.85, "short_val_accuracy": {"1": 0.35, "10": 0.70}},  # b
+        {"test_accuracy": 0.95, "short_val_accuracy": {"1": 0.25, "10": 0.90}},  # c
+        {"test_accuracy": 0.97, "short_val_accuracy": {"1": 0.10, "10": 0.95}},  # d: best, but not a finalist
+    ]
+    choices = fidelity.choice_replays(rows, [1, 10])
+    assert choices["best possible"]["test_accuracy"] == 0.97
+    assert choices["best short_acc@1"] == {"test_accuracy": 0.85, "epochs": 4}
+    assert choices["finalists 3 x 10 epochs"] == {"test_accuracy": 0.95, "epochs": 4 + 30}
+
+
+def test_sampled_candidates_are_distinct_valid_and_in_the_ratio_window(tiny_teacher: Path, tmp_path: Path) -> None:
+    import archcompress
+
+    teacher = archcompress.load_teacher(tiny_teacher)
+    context = EvalContext(str(tiny_teacher), teacher.sha256, "digits", archcompress.DataOptions(), Budget(),
+                          str(tmp_path / "logits"), space=SpaceOptions(min_channels=1))  # fmt: skip
+    state = worker_state(context)
+    args = argparse.Namespace(seed=0, candidates=5, min_ratio=4.0, max_ratio=40.0)
+    candidates = fidelity.sample_candidates(state, args)
+    space = state.space
+    assert len({space.candidate_hash(c) for c in candidates}) == 5
+    for candidate in candidates:
+        assert space.check(candidate) is None
+        assert 4.0 <= space.teacher_cost.params / space.cost(candidate).params <= 40.0

@@ -89,6 +89,9 @@ def test_the_final_choice_honours_each_constraint(
     assert all(s.best is None or meets(s.best, constraints, s.teacher_params) for s in statuses)
     log = (tmp_path / "run" / "log.txt").read_text()
     assert f"chosen student {report['chosen']['candidate_hash']}" in log
+    page = (tmp_path / "run" / "report.html").read_text()  # the constraint table, the chosen row, the reason
+    assert "<h3>Constraints</h3>" in page and page.count("<tr class='chosen'>") == 1
+    assert "meets constraints" in page and "Chosen: " in page
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import StochasticDepth
 
 from archcompress.models import create_model
 from archcompress.runtime import torch_threads
@@ -38,6 +39,11 @@ TORCHVISION_FAST = [
     ("torchvision:mobilenet_v2", (3, 32, 32)),
     ("torchvision:resnet18", (3, 224, 224)),
     ("torchvision:mobilenet_v2", (3, 224, 224)),
+    # squeeze-and-excitation gates inside residual bodies, stochastic depth, x.mean([2, 3])
+    ("torchvision:mobilenet_v3_small", (3, 32, 32)),
+    ("torchvision:efficientnet_b0", (3, 32, 32)),
+    ("torchvision:regnet_y_400mf", (3, 32, 32)),
+    ("torchvision:mnasnet0_5", (3, 32, 32)),
 ]
 # big enough that a handful of builds and forwards take seconds each
 TORCHVISION_SLOW = [
@@ -85,6 +91,60 @@ class FlattenNet(nn.Module):
         x = torch.relu(self.stem(x))
         x = self.body2(F.relu(self.body1(x))) + self.proj(x)
         x = F.adaptive_avg_pool2d(x, 4)
+        return self.fc(torch.flatten(x, 1))
+
+
+class SEResidualNet(nn.Module):
+    """Written as a user would: an inverted residual with squeeze-and-excitation (``y * gate``) inside its
+    body, stochastic depth on the residual, a residual nested inside another one, and ``x.mean([2, 3])``."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, stride=2, padding=1, bias=False)
+        self.stem_bn = nn.BatchNorm2d(16)
+        self.expand = nn.Conv2d(16, 48, 1, bias=False)
+        self.expand_bn = nn.BatchNorm2d(48)
+        self.dw = nn.Conv2d(48, 48, 3, padding=1, groups=48, bias=False)
+        self.dw_bn = nn.BatchNorm2d(48)
+        self.se_reduce = nn.Conv2d(48, 12, 1)
+        self.se_expand = nn.Conv2d(12, 48, 1)
+        self.project = nn.Conv2d(48, 16, 1, bias=False)
+        self.project_bn = nn.BatchNorm2d(16)
+        self.drop_path = StochasticDepth(0.2, "row")
+        self.inner_a = nn.Conv2d(16, 16, 3, padding=1)
+        self.inner_b = nn.Conv2d(16, 16, 3, padding=1)
+        self.head = nn.Conv2d(16, 32, 1)
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.hardswish(self.stem_bn(self.stem(x)))  # (B, 16, 8, 8) for 16x16 inputs
+        y = F.hardswish(self.expand_bn(self.expand(x)))  # (B, 48, 8, 8)
+        y = F.hardswish(self.dw_bn(self.dw(y)))
+        gate = F.adaptive_avg_pool2d(y, 1)  # (B, 48, 1, 1)
+        gate = F.hardsigmoid(self.se_expand(F.relu(self.se_reduce(gate))))
+        y = y * gate
+        y = self.project_bn(self.project(y))  # (B, 16, 8, 8)
+        x = x + self.drop_path(y)
+        z = F.silu(self.inner_a(x))
+        z = z + F.gelu(self.inner_b(z))  # a residual inside a residual body
+        x = x + z
+        x = F.relu(self.head(x))  # (B, 32, 8, 8)
+        return self.fc(x.mean([2, 3]))
+
+
+class GatedNet(nn.Module):
+    """An element-wise gate of the same shape as its value, ``conv(x) * sigmoid(x)``, and a keepdim mean."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = self.conv(x) * torch.sigmoid(x)
+        x = torch.mean(x, dim=(-2, -1), keepdim=True)  # (B, 8, 1, 1)
         return self.fc(torch.flatten(x, 1))
 
 
@@ -136,6 +196,8 @@ USER_CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "flatten": (FlattenNet, (1, 16, 16)),
     "sequential": (sequential_net, (3, 16, 16)),
     "sequential_1d": (sequential_1d, (1, 40)),
+    "se_residual": (SEResidualNet, (3, 16, 16)),
+    "gated": (GatedNet, (3, 8, 8)),
 }
 
 

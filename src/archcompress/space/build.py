@@ -21,14 +21,17 @@ from archcompress.space.units import Structure
 
 
 class Residual(nn.Module):
-    """``body(x) + shortcut(x)``; an empty shortcut is the identity."""
+    """``body(x) + shortcut(x)``, or ``body(x) * shortcut(x)`` for a gate; an empty shortcut is the identity."""
 
-    def __init__(self, body: nn.Sequential, shortcut: nn.Sequential) -> None:
+    def __init__(self, body: nn.Sequential, shortcut: nn.Sequential, join: str = "add") -> None:
         super().__init__()
         self.body = body
         self.shortcut = shortcut
+        self.join = join
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.join == "mul":
+            return self.body(x) * self.shortcut(x)  # gate (B, C, 1, 1) * (B, C, H, W)
         return self.body(x) + self.shortcut(x)  # both (B, C, *spatial)
 
 
@@ -47,7 +50,9 @@ class Student(nn.Module):
 def _module(spec: Spec) -> nn.Module:
     if isinstance(spec, ResidualSpec):
         return Residual(
-            nn.Sequential(*(_module(s) for s in spec.body)), nn.Sequential(*(_module(s) for s in spec.shortcut))
+            nn.Sequential(*(_module(s) for s in spec.body)),
+            nn.Sequential(*(_module(s) for s in spec.shortcut)),
+            spec.join,
         )
     return handler(spec).build(spec)
 

@@ -26,6 +26,7 @@ from archcompress.space.ir import (
     FlattenSpec,
     LayerSpec,
     LinearSpec,
+    MeanSpec,
     NormSpec,
     PoolSpec,
 )
@@ -477,6 +478,43 @@ class AdaptivePoolHandler(Handler[AdaptivePoolSpec]):
         return classes[spec.mode, spec.dim](size)
 
 
+class GlobalMean(nn.Module):
+    """``x.mean(spatial dims)``: ``(B, C, *spatial) -> (B, C)``, or ``(B, C, 1, ...)`` with ``keepdim``."""
+
+    def __init__(self, keepdim: bool = False) -> None:
+        super().__init__()
+        self.keepdim = keepdim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.mean(tuple(range(2, x.dim())), keepdim=self.keepdim)
+
+
+class MeanHandler(Handler[MeanSpec]):
+    """``x.mean([2, 3])`` / ``torch.mean(x, (2, 3), keepdim)`` over every spatial dimension (MNASNet, ShuffleNet).
+
+    The spec does not record the dimensions: the tracer checks the traced output shape against
+    :meth:`out_shape`, which only the mean over exactly the spatial dimensions gives.
+    """
+
+    spec_type = MeanSpec
+    functions = (torch.mean,)
+    methods = ("mean",)
+
+    def from_call(self, target: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> MeanSpec:
+        bound = _bind(args, kwargs, ["dim", "keepdim"], {"dim": None, "keepdim": False})
+        if bound["dim"] is None or bound.get("dtype") is not None:
+            raise Unsupported("a mean over all dimensions or with a dtype (use x.mean([2, 3]))")
+        return MeanSpec(bool(bound["keepdim"]))
+
+    def out_shape(self, spec: MeanSpec, shape: Shape) -> Shape:
+        if len(shape) < 2:
+            raise ShapeError(f"a spatial mean gets input {shape} without spatial dimensions")
+        return (shape[0], *((1,) * (len(shape) - 1))) if spec.keepdim else (shape[0],)
+
+    def build(self, spec: MeanSpec) -> nn.Module:
+        return GlobalMean(spec.keepdim)
+
+
 class DropoutHandler(Handler[DropoutSpec]):
     spec_type = DropoutSpec
     modules = (nn.Dropout, nn.Dropout1d, nn.Dropout2d)
@@ -524,6 +562,7 @@ HANDLERS: dict[type, Handler[Any]] = {
         ActHandler(),
         PoolHandler(),
         AdaptivePoolHandler(),
+        MeanHandler(),
         DropoutHandler(),
         FlattenHandler(),
     )

@@ -230,12 +230,20 @@ class _Placer:
             if unit.kind == "block":
                 path = f"{prefix}.{start + len(specs)}"
                 body, body_shape, body_flat = self.place(unit.body, shape, flat, f"{path}.body")
-                shortcut, shortcut_shape, _ = self.place(unit.shortcut, shape, flat, f"{path}.shortcut")
-                if body_shape != shortcut_shape:
+                shortcut, shortcut_shape, shortcut_flat = self.place(unit.shortcut, shape, flat, f"{path}.shortcut")
+                if unit.join == "mul":
+                    # a gate (C, 1, ...) scales the shortcut's (C, *spatial) channel by channel
+                    fits = len(body_shape) == len(shortcut_shape) and body_shape[0] == shortcut_shape[0]
+                    if not fits or not (body_shape == shortcut_shape or set(body_shape[1:]) <= {1}):
+                        raise InvalidCandidateError(
+                            f"{where}: the gate gives shape {body_shape}, which cannot scale {shortcut_shape}"
+                        )
+                    body_shape, body_flat = shortcut_shape, shortcut_flat
+                elif body_shape != shortcut_shape:
                     raise InvalidCandidateError(
                         f"{where}: the body gives shape {body_shape} but the shortcut {shortcut_shape}"
                     )
-                specs.append(ResidualSpec(tuple(body), tuple(shortcut)))
+                specs.append(ResidualSpec(tuple(body), tuple(shortcut), unit.join))
                 shape, flat = body_shape, body_flat
                 continue
             for layer_id in unit.layers:

@@ -1,12 +1,16 @@
-"""Capture a teacher with ``torch.fx`` and turn its graph into a chain of layers and residual blocks.
+"""Capture a teacher with ``torch.fx`` and turn its graph into a chain of layers and blocks.
 
-A residual block is found from the graph alone: a tensor used by exactly two branches that meet again in
-one addition. The branch that is empty (identity) or shorter is the shortcut. Anything else (concatenation,
-nested forks, data-dependent control flow) is refused with the node, its module path and its source line.
+A block is found from the graph alone: a tensor used by exactly two branches that meet again in one
+addition (a residual block) or one multiplication (a gate, e.g. squeeze-and-excitation ``x * gate(x)``).
+Branches may hold blocks themselves (nested residuals, a gate inside a residual body). For an addition the
+branch that is empty (identity) or shorter is the shortcut; for a multiplication the branch whose output
+broadcasts (``(C, 1, 1)``) is the gate (the body) and the other one the shortcut. Anything else
+(concatenation, data-dependent control flow) is refused with the node, its module path and its source line.
 """
 
 from __future__ import annotations
 
+import math
 import operator
 import os
 import re
@@ -32,12 +36,16 @@ from archcompress.space.util import eval_mode
 
 SUPPORTED = (
     "archcompress supports a single-input forward that chains Conv1d/Conv2d, Linear, BatchNorm, activation, "
-    "pooling, dropout and flatten/view layers with residual additions (x + f(x)); concatenation, "
-    "multiplication, attention and nested residual branches are not"
+    "pooling, dropout and flatten/view layers with residual additions (x + f(x), nested too) and gates "
+    "(x * sigmoid(f(x)), e.g. squeeze-and-excitation); concatenation, split, permute and attention are not"
 )
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _RESIDUAL_ADDS = (operator.add, operator.iadd, torch.add)
+_GATE_MULS = (operator.mul, operator.imul, torch.mul)
 _PASS_THROUGH_METHODS = ("contiguous",)
+# identities at inference (the teacher is traced in eval mode, and students are plain networks), by
+# (module, name) so that torchvision is not imported for them: its stochastic depth is wrapped for fx
+_PASS_THROUGH_FUNCTIONS = (("torchvision.ops.stochastic_depth", "stochastic_depth"),)
 
 
 @dataclass(frozen=True)
@@ -54,13 +62,17 @@ class TracedLayer:
 
 @dataclass(frozen=True)
 class TracedBlock:
-    """``body(x) + shortcut(x)``; an empty shortcut is the identity."""
+    """``body(x) + shortcut(x)`` (``join`` "add") or ``body(x) * shortcut(x)`` (``join`` "mul", body = gate).
 
-    body: tuple[TracedLayer, ...]
-    shortcut: tuple[TracedLayer, ...]
-    node: str  # the addition's node name
+    An empty shortcut is the identity; body and shortcut may hold blocks themselves.
+    """
+
+    body: tuple[TracedItem, ...]
+    shortcut: tuple[TracedItem, ...]
+    node: str  # the join's node name
     in_shape: Shape
     out_shape: Shape
+    join: str = "add"
 
 
 TracedItem = TracedLayer | TracedBlock
@@ -118,59 +130,74 @@ class _GraphReader:
                 f"the model must return one logits tensor of shape (batch, classes): {_where(output)} returns "
                 f"something else; {SUPPORTED}"
             )
+        items, _, end = self._chain(inputs[0])
+        if end.op != "output":
+            raise self._error(end, _join_error(end))
+        return tuple(items)
+
+    def _chain(self, start: fx.Node) -> tuple[list[TracedItem], fx.Node, fx.Node]:
+        """Items computed after ``start`` (already read) up to the first join or the output.
+
+        Returns the items, the last node read (the one feeding the join) and the join (or output) node.
+        """
         items: list[TracedItem] = []
-        current = inputs[0]
+        current = start
         while True:
             users = _data_users(current)
-            if len(users) == 1 and users[0].op == "output":
-                return tuple(items)
             if len(users) == 2:
                 block, current = self._block(current, users)
                 items.append(block)
                 continue
             if len(users) != 1:
                 raise self._error(current, f"a tensor used by {len(users)} operations")
-            current = users[0]
-            if _is_residual_add(current):
-                raise self._error(current, "an addition that is not the join of two branches (e.g. x + x)")
-            layer = self._layer(current)
+            node = users[0]
+            if node.op == "output" or _join_kind(node) is not None:
+                return items, current, node
+            layer = self._layer(node)
             if layer is not None:
                 items.append(layer)
+            current = node
+
+    def _branch(self, fork: fx.Node, first: fx.Node) -> tuple[list[TracedItem], fx.Node, fx.Node]:
+        """One branch from ``fork`` whose first operation is ``first``: its items, its last node, its join."""
+        if first.op == "output":
+            raise self._error(fork, "a tensor used by the output and by another operation")
+        if _join_kind(first) is not None:
+            return [], fork, first
+        layer = self._layer(first)
+        items: list[TracedItem] = [] if layer is None else [layer]
+        rest, last, join = self._chain(first)
+        if join.op == "output":
+            raise self._error(fork, "a tensor used by the output and by another operation")
+        return [*items, *rest], last, join
 
     def _block(self, fork: fx.Node, users: list[fx.Node]) -> tuple[TracedBlock, fx.Node]:
-        """Follow both branches from ``fork`` to the one addition where they meet."""
-        branches: list[tuple[list[TracedLayer], fx.Node]] = []  # (layers, last node before the add)
-        joins: list[fx.Node] = []
-        for node in users:
-            layers: list[TracedLayer] = []
-            last = fork
-            while not _is_residual_add(node):
-                if node.op == "output":
-                    raise self._error(fork, "a tensor used by the output and by another operation")
-                layer = self._layer(node)
-                if layer is not None:
-                    layers.append(layer)
-                last = node
-                following = _data_users(node)
-                if len(following) != 1:
-                    raise self._error(node, "a fork inside a residual branch (nested residual connections)")
-                node = following[0]
-            branches.append((layers, last))
-            joins.append(node)
-        join = joins[0]
-        operands = [a for a in _tensor_args(join)]
-        if joins[0] is not joins[1] or sorted(id(a) for a in operands) != sorted(id(b[1]) for b in branches):
-            raise self._error(fork, "two branches that do not meet in one addition (nested residual connections)")
+        """Follow both branches from ``fork`` to the one addition or multiplication where they meet."""
+        branches = [self._branch(fork, node) for node in users]
+        join = branches[0][2]
+        operands = _tensor_args(join)
+        if branches[1][2] is not join or sorted(id(a) for a in operands) != sorted(id(b[1]) for b in branches):
+            raise self._error(fork, "two branches that do not meet in one addition or multiplication")
+        kind = _join_kind(join)
         if "alpha" in join.kwargs:
             raise self._error(join, "an addition with alpha")
-        # the shortcut: an empty branch (identity), else the shorter branch, else the add's second operand
         first, second = sorted(branches, key=lambda b: operands.index(b[1]))
-        if not first[0] or (second[0] and len(first[0]) < len(second[0])):
-            first, second = second, first
-        body, shortcut = first[0], second[0]
-        if not body:
-            raise self._error(join, "an addition of a tensor to itself (x + x)")
-        block = TracedBlock(tuple(body), tuple(shortcut), join.name, _shape(fork), _shape(join))
+        if kind == "mul":
+            # the gate is the branch whose output broadcasts over the other's (SE: (C, 1, 1) * (C, H, W))
+            shapes = [_shape(first[1]), _shape(second[1])]
+            if math.prod(shapes[1]) < math.prod(shapes[0]) or (shapes[0] == shapes[1] and not first[0]):
+                first, second = second, first
+            gate, value = _shape(first[1]), _shape(second[1])
+            broadcasts = gate == value or (gate[0] == value[0] and all(d == 1 for d in gate[1:]))
+            if not first[0] or len(gate) != len(value) or not broadcasts:
+                raise self._error(join, f"a multiplication of shapes {gate} and {value} that is not a channel gate")
+        else:
+            # the shortcut: an empty branch (identity), else the shorter branch, else the add's second operand
+            if not first[0] or (second[0] and len(first[0]) < len(second[0])):
+                first, second = second, first
+            if not first[0]:
+                raise self._error(join, "an addition of a tensor to itself (x + x)")
+        block = TracedBlock(tuple(first[0]), tuple(second[0]), join.name, _shape(fork), _shape(join), kind or "add")
         return block, join
 
     def _layer(self, node: fx.Node) -> TracedLayer | None:
@@ -215,6 +242,8 @@ class _GraphReader:
             return found.from_module(module), source
         if node.op in ("call_function", "call_method"):
             if node.op == "call_method" and node.target in _PASS_THROUGH_METHODS:
+                return None
+            if node.op == "call_function" and _qualified(node.target) in _PASS_THROUGH_FUNCTIONS:
                 return None
             found = call_handler(node.op, node.target)
             if found is None:
@@ -266,11 +295,27 @@ def _tensor_args(node: fx.Node) -> list[fx.Node]:
     return found
 
 
-def _is_residual_add(node: fx.Node) -> bool:
-    adds = (node.op == "call_function" and node.target in _RESIDUAL_ADDS) or (
-        node.op == "call_method" and node.target in ("add", "add_")
-    )
-    return adds and len(_tensor_args(node)) == 2
+def _join_kind(node: fx.Node) -> str | None:
+    """``"add"`` or ``"mul"`` for a binary operation on two tensors (where two branches can meet), else None."""
+    operands = _tensor_args(node)
+    if len(operands) != 2 or any(a.op == "get_attr" for a in operands):
+        return None  # a parameter operand (e.g. a layer scale) is an op of its own, not a join
+    call = node.op == "call_function"
+    if (call and node.target in _RESIDUAL_ADDS) or (node.op == "call_method" and node.target in ("add", "add_")):
+        return "add"
+    if (call and node.target in _GATE_MULS) or (node.op == "call_method" and node.target in ("mul", "mul_")):
+        return "mul"
+    return None
+
+
+def _qualified(target: Any) -> tuple[str, str]:
+    return getattr(target, "__module__", None) or "", getattr(target, "__name__", "")
+
+
+def _join_error(node: fx.Node) -> str:
+    kind = _join_kind(node)
+    what = "an addition" if kind == "add" else "a multiplication"
+    return f"{what} that is not the join of two branches (e.g. x + x)"
 
 
 def _op_name(node: fx.Node, root: nn.Module) -> str:

@@ -21,6 +21,7 @@ from archcompress.space.ir import (
     DropoutSpec,
     FlattenSpec,
     LinearSpec,
+    MeanSpec,
     NormSpec,
     PoolSpec,
 )
@@ -35,6 +36,7 @@ _KIND_OF: dict[type, str] = {
     ActSpec: "act",
     PoolSpec: "pool",
     AdaptivePoolSpec: "adaptive_pool",
+    MeanSpec: "adaptive_pool",  # x.mean(spatial dims) is global average pooling
     DropoutSpec: "dropout",
     FlattenSpec: "flatten",
 }
@@ -104,9 +106,10 @@ class Unit:
     shrink_group: int | None  # position in Candidate.ratios of its output channels' group
     kernel_index: int | None  # position in Candidate.kernel_ratios
     parent: int | None  # the block this unit belongs to
-    branch: str  # "main" | "body" | "shortcut"
+    branch: str  # "main" | "body" | "gate" (the body of a "mul" block) | "shortcut"
     body: tuple[int, ...] = ()
     shortcut: tuple[int, ...] = ()  # empty for an identity shortcut
+    join: str = "add"  # blocks: "add" (residual, body + shortcut) or "mul" (gate, body * shortcut)
     features: tuple[float, ...] = field(default=(), repr=False)
 
 
@@ -155,6 +158,7 @@ class _Draft:
     shortcut: tuple[int, ...] = ()
     in_shape: Shape = ()
     out_shape: Shape = ()
+    join: str = "add"
 
 
 def build_structure(
@@ -182,10 +186,11 @@ def build_structure(
     for index, d in enumerate(drafts):
         specs = tuple(layers[i].spec for i in d.layers)
         if d.kind == "block":
-            removable = rules.block_removable(identity_shortcut=not d.shortcut)
-            params = sum(costs[i][0] for u in (*d.body, *d.shortcut) for i in drafts[u].layers)
-            macs = sum(costs[i][1] for u in (*d.body, *d.shortcut) for i in drafts[u].layers)
-            out_group: int | None = layer_out[drafts[d.body[-1]].layers[-1]]
+            removable = rules.block_removable(identity_shortcut=not d.shortcut, join=d.join, branch=d.branch)
+            inside = _layers_within(drafts, index)
+            params = sum(costs[i][0] for i in inside)
+            macs = sum(costs[i][1] for i in inside)
+            out_group: int | None = layer_out[inside[-1]]
         else:
             removable = rules.layer_removable(
                 specs, first=index == first, classifier=index == classifier, branch=d.branch
@@ -213,6 +218,7 @@ def build_structure(
                 branch=d.branch,
                 body=d.body,
                 shortcut=d.shortcut,
+                join=d.join,
             )
         )
         if removable:
@@ -256,11 +262,12 @@ def _add_sequence(
         index = len(drafts)
         indices.append(index)
         if isinstance(item, TracedBlock):
-            sources = [layer.source for layer in (*item.body, *item.shortcut) if layer.source]
-            draft = _Draft("block", _common_prefix(sources) or item.node, parent, branch)
+            sources = [layer.source for layer in _traced_layers(item) if layer.source]
+            draft = _Draft("block", _common_prefix(sources) or item.node, parent, branch, join=item.join)
             draft.in_shape, draft.out_shape = item.in_shape, item.out_shape
             drafts.append(draft)
-            draft.body = tuple(_add_sequence(item.body, index, "body", layers, drafts))
+            body_branch = "gate" if item.join == "mul" else "body"
+            draft.body = tuple(_add_sequence(item.body, index, body_branch, layers, drafts))
             draft.shortcut = tuple(_add_sequence(item.shortcut, index, "shortcut", layers, drafts))
             continue
         group = [item]
@@ -277,6 +284,22 @@ def _add_sequence(
         draft.in_shape, draft.out_shape = group[0].in_shape, group[-1].out_shape
         drafts.append(draft)
     return indices
+
+
+def _traced_layers(block: TracedBlock) -> list[TracedLayer]:
+    """Every layer inside a traced block (nested blocks included), body first."""
+    found: list[TracedLayer] = []
+    for item in (*block.body, *block.shortcut):
+        found.extend(_traced_layers(item) if isinstance(item, TracedBlock) else [item])
+    return found
+
+
+def _layers_within(drafts: Sequence[_Draft], index: int) -> list[int]:
+    """Layer ids of a block's body (then shortcut) units, nested blocks included, in order."""
+    found: list[int] = []
+    for unit in (*drafts[index].body, *drafts[index].shortcut):
+        found.extend(_layers_within(drafts, unit) if drafts[unit].kind == "block" else drafts[unit].layers)
+    return found
 
 
 def _common_prefix(paths: Sequence[str]) -> str:
@@ -396,7 +419,7 @@ def _with_features(
         "out_size": _log2(out_size) / 16,
         "position": unit.index / max(1, len(units) - 1),
         "is_block": float(unit.kind == "block"),
-        "in_body": float(unit.branch == "body"),
+        "in_body": float(unit.branch in ("body", "gate")),
         "in_shortcut": float(unit.branch == "shortcut"),
         "identity_shortcut": float(unit.kind == "block" and not unit.shortcut),
         "has_norm": float(any(isinstance(s, NormSpec) for s in specs[1:])),

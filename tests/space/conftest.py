@@ -44,6 +44,9 @@ TORCHVISION_FAST = [
     ("torchvision:efficientnet_b0", (3, 32, 32)),
     ("torchvision:regnet_y_400mf", (3, 32, 32)),
     ("torchvision:mnasnet0_5", (3, 32, 32)),
+    # concatenation along channels: dense blocks, Fire modules
+    ("torchvision:densenet121", (3, 32, 32)),
+    ("torchvision:squeezenet1_1", (3, 64, 64)),
 ]
 # big enough that a handful of builds and forwards take seconds each
 TORCHVISION_SLOW = [
@@ -148,6 +151,44 @@ class GatedNet(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
+class DenseLayer(nn.Module):
+    """BN-ReLU-conv on the concatenation of every earlier output, as DenseNet's dense layers."""
+
+    def __init__(self, in_channels: int, growth: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(in_channels)
+        self.conv = nn.Conv2d(in_channels, growth, 3, padding=1, bias=False)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        return self.conv(F.relu(self.norm(torch.cat(features, 1))))
+
+
+class DenseNetLike(nn.Module):
+    """Written as a user would: a dense block keeping a list of features, a transition, a Fire-like module
+    (``cat([e1(s), e3(s)])``) and a classifier on the concatenation."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        self.layers = nn.ModuleList([DenseLayer(16 + 8 * i, 8) for i in range(3)])
+        self.norm = nn.BatchNorm2d(40)
+        self.transition = nn.Conv2d(40, 24, 1)
+        self.squeeze = nn.Conv2d(24, 12, 1)
+        self.expand1 = nn.Conv2d(12, 16, 1)
+        self.expand3 = nn.Conv2d(12, 16, 3, padding=1)
+        self.fc = nn.Linear(32 * 4 * 4, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = [self.stem(x)]  # (B, 16, 16, 16)
+        for layer in self.layers:
+            features.append(layer(features))  # + (B, 8, 16, 16) each
+        x = F.relu(self.norm(torch.cat(features, 1)))  # (B, 40, 16, 16)
+        x = F.avg_pool2d(self.transition(x), 2)  # (B, 24, 8, 8)
+        s = F.relu(self.squeeze(x))
+        x = torch.cat([F.relu(self.expand1(s)), F.relu(self.expand3(s))], dim=1)  # (B, 32, 8, 8)
+        return self.fc(torch.flatten(F.max_pool2d(x, 2), 1))
+
+
 def sequential_net(num_classes: int = 10) -> nn.Module:
     """A plain ``nn.Sequential`` with every layer type in order."""
     return nn.Sequential(
@@ -198,6 +239,7 @@ USER_CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "sequential_1d": (sequential_1d, (1, 40)),
     "se_residual": (SEResidualNet, (3, 16, 16)),
     "gated": (GatedNet, (3, 8, 8)),
+    "dense": (DenseNetLike, (3, 16, 16)),
 }
 
 

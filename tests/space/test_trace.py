@@ -117,10 +117,10 @@ class _Concat(nn.Module):
         super().__init__()
         self.left = nn.Conv2d(3, 4, 3, padding=1)
         self.right = nn.Conv2d(3, 4, 3, padding=1)
-        self.fc = nn.Linear(8 * 4 * 4, 10)
+        self.fc = nn.Linear(4 * 4 * 8, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([self.left(x), self.right(x)], dim=1)
+        x = torch.cat([self.left(x), self.right(x)], dim=3)  # along the width: not a channel concatenation
         return self.fc(torch.flatten(x, 1))
 
 

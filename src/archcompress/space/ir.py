@@ -217,7 +217,7 @@ def spec_from_dict(data: dict[str, Any]) -> Spec:
     if cls is None:
         raise ValueError(f"unknown layer op {op!r}")
     if cls is ResidualSpec:
-        if fields.get("join", "add") not in ("add", "mul"):
+        if fields.get("join", "add") not in ("add", "mul", "cat"):
             raise ValueError(f"unknown join {fields['join']!r}")
         return ResidualSpec(
             body=tuple(spec_from_dict(s) for s in fields["body"]),

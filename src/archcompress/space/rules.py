@@ -9,6 +9,9 @@ adaptive (global) pooling are never removed because the network would no longer 
 A gate (``x * gate(x)``, e.g. squeeze-and-excitation) is removed as a whole or not at all: without its pool
 or its sigmoid it would no longer be a gate. Removing it leaves ``x``, so it may go when ``x`` reaches it
 unchanged (identity shortcut). Inside a nested block the same rules apply at every level.
+
+Layers inside the branches of a concatenation (``torch.cat`` along channels) stay; a concatenation of a
+tensor with a function of it, ``cat([x, f(x)])`` (a DenseNet dense layer), may be removed whole, leaving ``x``.
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ class RemovalRules:
     body_layers: bool = True  # layers inside a residual block's body
     identity_blocks: bool = True  # a whole residual block whose shortcut is the identity
     gates: bool = True  # a whole gate (squeeze-and-excitation) applied to an unchanged tensor
+    dense_layers: bool = True  # a dense layer, cat([x, f(x)]) (DenseNet): its segment leaves the concatenation
 
     def layer_removable(self, specs: tuple[LayerSpec, ...], *, first: bool, classifier: bool, branch: str) -> bool:
         """Whether a plain unit (a weighted layer with its norm/activation, or a single layer) may go."""
-        if branch in ("shortcut", "gate") or (branch == "body" and not self.body_layers):
+        if branch in ("shortcut", "gate", "concat") or (branch == "body" and not self.body_layers):
             return False
         if (first and not self.first_layer) or (classifier and not self.classifier):
             return False
@@ -48,9 +52,15 @@ class RemovalRules:
         # flatten and global pooling hold the classifier's input size together
         return head.op not in ("flatten", AdaptivePoolSpec.op, MeanSpec.op)
 
-    def block_removable(self, identity_shortcut: bool, join: str = "add", branch: str = "main") -> bool:
-        """Whether a whole block may go (leaving its identity shortcut); ``join`` "mul" is a gate."""
-        if branch in ("shortcut", "gate") or not identity_shortcut:
+    def block_removable(
+        self, identity_shortcut: bool, join: str = "add", branch: str = "main", identity_body: bool = False
+    ) -> bool:
+        """Whether a whole block may go, leaving its identity branch; ``join`` "mul" is a gate, "cat" a concat."""
+        if branch in ("shortcut", "gate", "concat"):
+            return False
+        if join == "cat":  # cat([x, f(x)]) without f(x) is x: a dense layer's segment leaves the concatenation
+            return (identity_shortcut or identity_body) and self.dense_layers
+        if not identity_shortcut:
             return False
         return self.gates if join == "mul" else self.identity_blocks
 

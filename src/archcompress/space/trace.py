@@ -36,12 +36,14 @@ from archcompress.space.util import eval_mode
 
 SUPPORTED = (
     "archcompress supports a single-input forward that chains Conv1d/Conv2d, Linear, BatchNorm, activation, "
-    "pooling, dropout and flatten/view layers with residual additions (x + f(x), nested too) and gates "
-    "(x * sigmoid(f(x)), e.g. squeeze-and-excitation); concatenation, split, permute and attention are not"
+    "pooling, dropout and flatten/view layers with residual additions (x + f(x), nested too), gates "
+    "(x * sigmoid(f(x)), e.g. squeeze-and-excitation) and concatenations along channels (torch.cat([a(x), "
+    "b(x)], 1), dense blocks); split/chunk, channel shuffle, permute, LayerNorm and attention are not"
 )
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _RESIDUAL_ADDS = (operator.add, operator.iadd, torch.add)
 _GATE_MULS = (operator.mul, operator.imul, torch.mul)
+_CONCATS = (torch.cat, torch.concat, torch.concatenate)
 _PASS_THROUGH_METHODS = ("contiguous",)
 # identities at inference (the teacher is traced in eval mode, and students are plain networks), by
 # (module, name) so that torchvision is not imported for them: its stochastic depth is wrapped for fx
@@ -96,6 +98,8 @@ def trace_model(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[TracedI
             raise ArchcompressError(_trace_failure(exc, tracer)) from exc
         module = fx.GraphModule(model, graph)
         graph.eliminate_dead_code()
+        _chain_concatenations(graph)
+        module.recompile()
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         try:
             with torch.no_grad():
@@ -144,7 +148,7 @@ class _GraphReader:
         current = start
         while True:
             users = _data_users(current)
-            if len(users) == 2:
+            if len(users) >= 2:
                 block, current = self._block(current, users)
                 items.append(block)
                 continue
@@ -172,16 +176,36 @@ class _GraphReader:
         return [*items, *rest], last, join
 
     def _block(self, fork: fx.Node, users: list[fx.Node]) -> tuple[TracedBlock, fx.Node]:
-        """Follow both branches from ``fork`` to the one addition or multiplication where they meet."""
+        """Follow the branches from ``fork`` to the one addition, multiplication or concatenation where they meet.
+
+        A concatenation of k branches becomes k - 1 nested blocks, ``cat(cat(a, b), c)``, which is the same.
+        """
         branches = [self._branch(fork, node) for node in users]
         join = branches[0][2]
         operands = _tensor_args(join)
-        if branches[1][2] is not join or sorted(id(a) for a in operands) != sorted(id(b[1]) for b in branches):
-            raise self._error(fork, "two branches that do not meet in one addition or multiplication")
+        ends = sorted(id(b[1]) for b in branches)
+        if any(b[2] is not join for b in branches) or sorted(id(a) for a in operands) != ends:
+            raise self._error(
+                fork,
+                f"a tensor used by {len(users)} operations whose branches do not meet in one addition, "
+                "multiplication or concatenation",
+            )
         kind = _join_kind(join)
+        if kind != "cat" and len(branches) != 2:
+            raise self._error(fork, f"a tensor used by {len(branches)} operations")
         if "alpha" in join.kwargs:
             raise self._error(join, "an addition with alpha")
-        first, second = sorted(branches, key=lambda b: operands.index(b[1]))
+        ordered = sorted(branches, key=lambda b: operands.index(b[1]))
+        if kind == "cat":
+            block_items, channels = ordered[0][0], _shape(ordered[0][1])[0]
+            for items, last, _ in ordered[1:]:
+                channels += _shape(last)[0]
+                out_shape = (channels, *_shape(join)[1:])
+                node = join.name
+                block = TracedBlock(tuple(block_items), tuple(items), node, _shape(fork), out_shape, "cat")
+                block_items = [block]
+            return block, join
+        first, second = ordered
         if kind == "mul":
             # the gate is the branch whose output broadcasts over the other's (SE: (C, 1, 1) * (C, H, W))
             shapes = [_shape(first[1]), _shape(second[1])]
@@ -296,11 +320,15 @@ def _tensor_args(node: fx.Node) -> list[fx.Node]:
 
 
 def _join_kind(node: fx.Node) -> str | None:
-    """``"add"`` or ``"mul"`` for a binary operation on two tensors (where two branches can meet), else None."""
+    """``"add"``, ``"mul"`` or ``"cat"`` for an operation where branches can meet, else None."""
     operands = _tensor_args(node)
-    if len(operands) != 2 or any(a.op == "get_attr" for a in operands):
+    if any(a.op == "get_attr" for a in operands):
         return None  # a parameter operand (e.g. a layer scale) is an op of its own, not a join
     call = node.op == "call_function"
+    if call and node.target in _CONCATS and len(operands) >= 2:
+        return "cat" if _channel_dim(node) else None
+    if len(operands) != 2:
+        return None
     if (call and node.target in _RESIDUAL_ADDS) or (node.op == "call_method" and node.target in ("add", "add_")):
         return "add"
     if (call and node.target in _GATE_MULS) or (node.op == "call_method" and node.target in ("mul", "mul_")):
@@ -313,9 +341,53 @@ def _qualified(target: Any) -> tuple[str, str]:
 
 
 def _join_error(node: fx.Node) -> str:
-    kind = _join_kind(node)
-    what = "an addition" if kind == "add" else "a multiplication"
-    return f"{what} that is not the join of two branches (e.g. x + x)"
+    what = {"add": "an addition", "mul": "a multiplication"}.get(_join_kind(node) or "", "a concatenation")
+    return f"{what} that is not the join of branches from one tensor (e.g. x + x)"
+
+
+def _cat_args(node: fx.Node) -> tuple[list[Any], Any]:
+    """The tensor list and the dimension of a ``torch.cat`` call."""
+    tensors = node.args[0] if node.args else node.kwargs.get("tensors", ())
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    return list(tensors) if isinstance(tensors, list | tuple) else [tensors], dim
+
+
+def _channel_dim(node: fx.Node) -> bool:
+    """Whether a concatenation joins along channels (dim 1 of a (B, C, *spatial) result)."""
+    _, dim = _cat_args(node)
+    meta = node.meta.get("tensor_meta")
+    if not isinstance(dim, int) or not isinstance(meta, TensorMetadata) or len(meta.shape) < 3:
+        return False
+    return dim % len(meta.shape) == 1
+
+
+def _chain_concatenations(graph: fx.Graph) -> None:
+    """Rewrite DenseNet's concatenations as a chain, so that each is the join of one fork.
+
+    A dense block concatenates all earlier outputs again for every layer: ``cat([x0])``, ``cat([x0, n1])``,
+    ``cat([x0, n1, n2])``... A one-tensor concatenation is that tensor, and a concatenation whose operands
+    but the last are those of an earlier one is ``cat([earlier, last])``: the same values, as a fork-join.
+    """
+    seen: dict[tuple[Any, ...], fx.Node] = {}
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target not in _CONCATS:
+            continue
+        tensors, dim = _cat_args(node)
+        if not all(isinstance(t, fx.Node) for t in tensors):
+            continue
+        if len(tensors) == 1:
+            node.replace_all_uses_with(tensors[0])
+            graph.erase_node(node)
+            continue
+        earlier = seen.get((*tensors[:-1], dim))
+        if earlier is not None:
+            with graph.inserting_before(node):
+                chained = graph.call_function(torch.cat, ([earlier, tensors[-1]], dim))
+            chained.meta = dict(node.meta)
+            node.replace_all_uses_with(chained)
+            graph.erase_node(node)
+            node = chained
+        seen[(*tensors, dim)] = node
 
 
 def _op_name(node: fx.Node, root: nn.Module) -> str:

@@ -12,7 +12,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from archcompress.space.channels import INPUT, Flow, channel_flow
+from archcompress.errors import ArchcompressError
+from archcompress.space.channels import INPUT, Flow, GroupKey, channel_flow
 from archcompress.space.handlers import Shape, handler
 from archcompress.space.ir import (
     ActSpec,
@@ -136,8 +137,8 @@ class Structure:
     groups: tuple[ChannelGroup, ...]
     produces: tuple[bool, ...]  # per layer: opens new channels
     var_group: dict[int, int]  # channel variable (INPUT or producing layer id) -> static group
-    layer_in_group: tuple[int, ...]
-    layer_out_group: tuple[int, ...]
+    layer_in_group: tuple[GroupKey, ...]  # a tuple of leaf groups after a concatenation
+    layer_out_group: tuple[GroupKey, ...]
     removable: tuple[int, ...]  # unit index of each Candidate.keep entry
     shrinkable: tuple[int, ...]  # group index of each Candidate.ratios entry
     kernel_units: tuple[int, ...]  # unit index of each Candidate.kernel_ratios entry
@@ -170,6 +171,11 @@ def build_structure(
     main = _add_sequence(items, None, "main", layers, drafts)
     produces = tuple(handler(layer.spec).produces(layer.spec) for layer in layers)
     flow = channel_flow(drafts, main, produces, lambda _: True)
+    if flow.merged_concat:
+        raise ArchcompressError(
+            "cannot compress this model: a concatenation (torch.cat) whose output is added to or multiplied "
+            "with another tensor is not supported; concatenations must feed layers (DenseNet, Inception)"
+        )
     groups, var_group = _static_groups(flow, layers, produces, input_shape)
     layer_in = tuple(_group_of(flow, var_group, flow.in_var[i]) for i in range(len(layers)))
     layer_out = tuple(_group_of(flow, var_group, flow.out_var[i]) for i in range(len(layers)))
@@ -186,11 +192,13 @@ def build_structure(
     for index, d in enumerate(drafts):
         specs = tuple(layers[i].spec for i in d.layers)
         if d.kind == "block":
-            removable = rules.block_removable(identity_shortcut=not d.shortcut, join=d.join, branch=d.branch)
+            removable = rules.block_removable(
+                identity_shortcut=not d.shortcut, join=d.join, branch=d.branch, identity_body=not d.body
+            )
             inside = _layers_within(drafts, index)
             params = sum(costs[i][0] for i in inside)
             macs = sum(costs[i][1] for i in inside)
-            out_group: int | None = layer_out[inside[-1]]
+            out_group: GroupKey | None = layer_out[inside[-1]] if d.join != "cat" else None
         else:
             removable = rules.layer_removable(
                 specs, first=index == first, classifier=index == classifier, branch=d.branch
@@ -212,7 +220,7 @@ def build_structure(
                 macs=macs,
                 removable=removable,
                 keep_index=len(keep_units) if removable else None,
-                shrink_group=None if out_group is None else groups[out_group].ratio_index,
+                shrink_group=groups[out_group].ratio_index if isinstance(out_group, int) else None,
                 kernel_index=len(kernel_units) if can_shrink_kernel else None,
                 parent=d.parent,
                 branch=d.branch,
@@ -266,9 +274,11 @@ def _add_sequence(
             draft = _Draft("block", _common_prefix(sources) or item.node, parent, branch, join=item.join)
             draft.in_shape, draft.out_shape = item.in_shape, item.out_shape
             drafts.append(draft)
-            body_branch = "gate" if item.join == "mul" else "body"
+            body_branch, shortcut_branch = {"add": ("body", "shortcut"), "mul": ("gate", "shortcut")}.get(
+                item.join, ("concat", "concat")
+            )
             draft.body = tuple(_add_sequence(item.body, index, body_branch, layers, drafts))
-            draft.shortcut = tuple(_add_sequence(item.shortcut, index, "shortcut", layers, drafts))
+            draft.shortcut = tuple(_add_sequence(item.shortcut, index, shortcut_branch, layers, drafts))
             continue
         group = [item]
         if isinstance(item.spec, ConvSpec | LinearSpec):
@@ -317,8 +327,14 @@ def _common_prefix(paths: Sequence[str]) -> str:
     return ".".join(common)
 
 
-def _group_of(flow: Flow, var_group: dict[int, int], var: int) -> int:
+def _group_of(flow: Flow, var_group: dict[int, int], var: int) -> GroupKey:
+    if var in flow.concat:
+        return tuple(var_group[leaf] for leaf in flow.leaves(var))
     return var_group[flow.sets.find(var)]
+
+
+def _leaf_groups(key: GroupKey) -> tuple[int, ...]:
+    return key if isinstance(key, tuple) else (key,)
 
 
 def _static_groups(
@@ -343,8 +359,8 @@ def _static_groups(
             widths.setdefault(group, spec.out_channels if isinstance(spec, ConvSpec) else spec.out_features)  # type: ignore[union-attr]
         if isinstance(spec, ConvSpec) and spec.groups > 1 and not spec.depthwise:
             # grouped convs need widths divisible by their group count: keep those channels as they are
-            fixed.add(var_group[flow.sets.find(flow.in_var[i])])
-            fixed.add(var_group[flow.sets.find(flow.out_var[i])])
+            for var in (flow.in_var[i], flow.out_var[i]):
+                fixed.update(_leaf_groups(_group_of(flow, var_group, var)))
     residual = {var_group[flow.sets.find(v)] for v in flow.merged}
     groups: list[ChannelGroup] = []
     next_ratio = 0
@@ -419,7 +435,7 @@ def _with_features(
         "out_size": _log2(out_size) / 16,
         "position": unit.index / max(1, len(units) - 1),
         "is_block": float(unit.kind == "block"),
-        "in_body": float(unit.branch in ("body", "gate")),
+        "in_body": float(unit.branch in ("body", "gate", "concat")),
         "in_shortcut": float(unit.branch == "shortcut"),
         "identity_shortcut": float(unit.kind == "block" and not unit.shortcut),
         "has_norm": float(any(isinstance(s, NormSpec) for s in specs[1:])),

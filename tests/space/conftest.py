@@ -47,6 +47,8 @@ TORCHVISION_FAST = [
     # concatenation along channels: dense blocks, Fire modules
     ("torchvision:densenet121", (3, 32, 32)),
     ("torchvision:squeezenet1_1", (3, 64, 64)),
+    # channel split + concatenation + channel shuffle
+    ("torchvision:shufflenet_v2_x0_5", (3, 64, 64)),
 ]
 # big enough that a handful of builds and forwards take seconds each
 TORCHVISION_SLOW = [
@@ -189,6 +191,37 @@ class DenseNetLike(nn.Module):
         return self.fc(torch.flatten(F.max_pool2d(x, 2), 1))
 
 
+class ShuffleNetLike(nn.Module):
+    """Written as a user would: ``x.chunk(2, dim=1)``, a branch on one half, ``torch.cat``, a channel shuffle
+    by view-transpose-view, then an uneven ``torch.split`` whose pieces are concatenated the other way round."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.branch = nn.Sequential(
+            nn.Conv2d(8, 12, 1),
+            nn.BatchNorm2d(12),
+            nn.ReLU(),
+            nn.Conv2d(12, 12, 3, padding=1, groups=12),
+            nn.BatchNorm2d(12),
+            nn.Conv2d(12, 8, 1),
+            nn.ReLU(),
+        )
+        self.tail = nn.Conv2d(10, 10, 1)
+        self.head = nn.Conv2d(16, 24, 1)
+        self.fc = nn.Linear(24, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)  # (B, 16, H, W)
+        left, right = x.chunk(2, dim=1)
+        x = torch.cat((left, self.branch(right)), dim=1)
+        b, c, h, w = x.size()
+        x = x.view(b, 2, c // 2, h, w).transpose(1, 2).contiguous().view(b, c, h, w)  # channel shuffle
+        first, second = torch.split(x, [6, 10], dim=1)
+        x = torch.cat([self.tail(second), first], 1)
+        return self.fc(F.relu(self.head(x)).mean((2, 3)))
+
+
 def sequential_net(num_classes: int = 10) -> nn.Module:
     """A plain ``nn.Sequential`` with every layer type in order."""
     return nn.Sequential(
@@ -240,6 +273,7 @@ USER_CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "se_residual": (SEResidualNet, (3, 16, 16)),
     "gated": (GatedNet, (3, 8, 8)),
     "dense": (DenseNetLike, (3, 16, 16)),
+    "shuffle": (ShuffleNetLike, (3, 8, 8)),
 }
 
 

@@ -148,3 +148,24 @@ def test_a_concatenation_added_to_its_input_is_refused() -> None:
 
     with pytest.raises(ArchcompressError, match="concatenation"):
         CompressionSpace.from_model(CatResidual(), (3, 4, 4))
+
+
+def test_split_and_channel_shuffle_keep_the_widths_they_permute(teacher_space) -> None:
+    teacher, space = teacher_space("shuffle", (3, 8, 8))
+    kinds = [space.layers[i].spec.op for u in space.units for i in u.layers]
+    assert kinds.count("slice") == 4 and kinds.count("shuffle") == 1
+    names = {u.name: u for u in space.units}
+    # the channels a slice or a shuffle sees keep the teacher's width; the branch's hidden width and the
+    # channels after the last concatenation (read by a conv only) shrink
+    assert names["stem"].shrink_group is None and names["branch.5"].shrink_group is None
+    assert all(names[n].shrink_group is not None for n in ("branch.0", "tail", "head"))
+    candidate = space.uniform_candidate(0.5)
+    arch = space.arch(candidate)
+    result = space.build(candidate)
+    assert result.params == count_params(result.module) < space.teacher_cost.params
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        # half-width hidden layers change the logits, but the full-width student is the teacher exactly
+        full = space.build(space.teacher_candidate()).module.eval()
+        torch.testing.assert_close(full(x), teacher(x), rtol=0, atol=1e-6)
+    assert arch.layers[0].out_channels == 16  # the stem's 16 channels are sliced: they stay

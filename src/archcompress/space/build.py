@@ -117,6 +117,8 @@ class Inheritor:
         if group not in self._importance:
             total: Tensor | None = None
             for layer_id in self.structure.groups[group].producers:
+                if not self.structure.layers[layer_id].source:
+                    continue  # a slice or shuffle: no weights (its group is fixed, so never ranked)
                 weight = tensor_attr(self.modules[self.structure.layers[layer_id].source], "weight")
                 l1 = weight.abs().flatten(1).sum(1).to("cpu", torch.float64)  # (C_out,)
                 total = l1 if total is None else total + l1

@@ -62,6 +62,24 @@ class NormSpec:
 
 
 @dataclass(frozen=True)
+class ChannelNormSpec:
+    """LayerNorm over the channels at every position (ConvNeXt's ``permute`` + ``nn.LayerNorm(C)``)."""
+
+    op: ClassVar[str] = "channel_norm"
+    num_features: int
+    eps: float = 1e-5
+    affine: bool = True
+
+
+@dataclass(frozen=True)
+class ScaleSpec:
+    """A learned per-channel scale, ``x * gamma`` (ConvNeXt's layer scale)."""
+
+    op: ClassVar[str] = "scale"
+    num_features: int
+
+
+@dataclass(frozen=True)
 class ActSpec:
     """An element-wise activation, by name (``relu``, ``gelu`` ...), with its keyword arguments."""
 
@@ -104,6 +122,23 @@ class MeanSpec:
 
 
 @dataclass(frozen=True)
+class SliceSpec:
+    """``x.narrow(1, start, length)``: a range of channels (a piece of ``x.chunk`` / ``x.split`` along dim 1)."""
+
+    op: ClassVar[str] = "slice"
+    start: int
+    length: int
+
+
+@dataclass(frozen=True)
+class ShuffleSpec:
+    """ShuffleNet's channel shuffle: ``(B, g * n, ...)`` viewed as ``(B, g, n, ...)``, transposed, flattened."""
+
+    op: ClassVar[str] = "shuffle"
+    groups: int
+
+
+@dataclass(frozen=True)
 class DropoutSpec:
     """``nn.Dropout`` (``channel_dim`` 0) or ``nn.Dropout1d/2d`` (whole channels, ``channel_dim`` 1/2)."""
 
@@ -120,7 +155,19 @@ class FlattenSpec:
 
 
 LayerSpec: TypeAlias = (
-    ConvSpec | LinearSpec | NormSpec | ActSpec | PoolSpec | AdaptivePoolSpec | MeanSpec | DropoutSpec | FlattenSpec
+    ConvSpec
+    | LinearSpec
+    | NormSpec
+    | ChannelNormSpec
+    | ScaleSpec
+    | ActSpec
+    | PoolSpec
+    | AdaptivePoolSpec
+    | MeanSpec
+    | SliceSpec
+    | ShuffleSpec
+    | DropoutSpec
+    | FlattenSpec
 )
 
 
@@ -145,10 +192,14 @@ SPEC_TYPES: dict[str, type[Any]] = {
         ConvSpec,
         LinearSpec,
         NormSpec,
+        ChannelNormSpec,
+        ScaleSpec,
         ActSpec,
         PoolSpec,
         AdaptivePoolSpec,
         MeanSpec,
+        SliceSpec,
+        ShuffleSpec,
         DropoutSpec,
         FlattenSpec,
         ResidualSpec,

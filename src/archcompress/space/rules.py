@@ -50,7 +50,8 @@ class RemovalRules:
         if isinstance(head, PoolSpec):
             return self.avg_pool if head.mode == "avg" else self.max_pool
         # flatten and global pooling hold the classifier's input size together
-        return head.op not in ("flatten", AdaptivePoolSpec.op, MeanSpec.op)
+        # slices and shuffles define which channels the next layers see
+        return head.op not in ("flatten", AdaptivePoolSpec.op, MeanSpec.op, "slice", "shuffle")
 
     def block_removable(
         self, identity_shortcut: bool, join: str = "add", branch: str = "main", identity_body: bool = False

@@ -28,6 +28,7 @@ from archcompress.space.handlers import (
     ShapeError,
     Unsupported,
     call_handler,
+    channel_shuffle,
     handler,
     module_handler,
 )
@@ -110,6 +111,9 @@ def trace_model(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[TracedI
                 f"the model fails on inputs of shape {tuple(input_shape)} ({type(exc).__name__}: "
                 f"{str(exc).splitlines()[0] if str(exc) else ''}): pass the input shape the model was built for"
             ) from exc
+        _slices_as_narrow(module.graph)
+        _shuffles_as_calls(module.graph)
+        module.graph.eliminate_dead_code()
         return _GraphReader(module).read()
 
 
@@ -359,6 +363,75 @@ def _channel_dim(node: fx.Node) -> bool:
     if not isinstance(dim, int) or not isinstance(meta, TensorMetadata) or len(meta.shape) < 3:
         return False
     return dim % len(meta.shape) == 1
+
+
+_SPLITS = {("call_function", torch.chunk), ("call_function", torch.split), ("call_method", "chunk")}
+_SPLITS |= {("call_method", "split"), ("call_function", torch.tensor_split)}
+
+
+def _slices_as_narrow(graph: fx.Graph) -> None:
+    """Turn the pieces of a channel split (``x.chunk(2, dim=1)[i]``, ``torch.split(x, s, 1)[i]``) into
+    ``torch.narrow(x, 1, start, length)`` calls, using the traced piece shapes: the split's tuple becomes
+    one fork whose branches start with a channel slice."""
+    for node in list(graph.nodes):
+        if (node.op, node.target) not in _SPLITS or not node.args or not isinstance(node.args[0], fx.Node):
+            continue
+        dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
+        pieces = node.meta.get("tensor_meta")
+        source = node.args[0]
+        if not isinstance(dim, int) or not isinstance(pieces, tuple) or not _is_tensor(source):
+            continue
+        rank = len(source.meta["tensor_meta"].shape)
+        if dim % rank != 1 or not all(u.op == "call_function" and u.target is operator.getitem for u in node.users):
+            continue
+        starts = [0]
+        for piece in pieces:
+            starts.append(starts[-1] + int(piece.shape[1]))
+        for user in list(node.users):
+            index = user.args[1]
+            if not isinstance(index, int):
+                break
+            with graph.inserting_before(user):
+                narrow = graph.call_function(
+                    torch.narrow, (source, 1, starts[index], starts[index + 1] - starts[index])
+                )
+            narrow.meta = dict(user.meta)
+            user.replace_all_uses_with(narrow)
+            graph.erase_node(user)
+
+
+def _shuffles_as_calls(graph: fx.Graph) -> None:
+    """Recognise ShuffleNet's channel shuffle, ``x.view(B, g, C // g, *S).transpose(1, 2)[.contiguous()]
+    .view(B, C, *S)``, and replace it with one :func:`channel_shuffle` call."""
+    for node in list(graph.nodes):
+        transposes = (node.op == "call_function" and node.target is torch.transpose) or (
+            node.op == "call_method" and node.target == "transpose"
+        )
+        if not transposes or tuple(node.args[1:3]) != (1, 2) or not isinstance(node.args[0], fx.Node):
+            continue
+        split, end = node.args[0], node
+        if len(end.users) == 1 and next(iter(end.users)).op == "call_method":
+            following = next(iter(end.users))
+            end = following if following.target == "contiguous" else end
+        if len(end.users) != 1:
+            continue
+        merge = next(iter(end.users))
+        if not (split.op == "call_method" and split.target in ("view", "reshape")) or not isinstance(
+            split.args[0], fx.Node
+        ):
+            continue
+        if not (merge.op == "call_method" and merge.target in ("view", "reshape")) or not _is_tensor(merge):
+            continue
+        source = split.args[0]
+        before, grouped = source.meta["tensor_meta"].shape, split.meta["tensor_meta"].shape
+        after = merge.meta["tensor_meta"].shape
+        if len(grouped) != len(before) + 1 or tuple(after) != tuple(before) or grouped[1] * grouped[2] != before[1]:
+            continue
+        with graph.inserting_before(merge):
+            shuffle = graph.call_function(channel_shuffle, (source, int(grouped[1])))
+        shuffle.meta = dict(merge.meta)
+        merge.replace_all_uses_with(shuffle)
+        graph.erase_node(merge)
 
 
 def _chain_concatenations(graph: fx.Graph) -> None:

@@ -25,6 +25,8 @@ from archcompress.space.ir import (
     MeanSpec,
     NormSpec,
     PoolSpec,
+    ShuffleSpec,
+    SliceSpec,
 )
 from archcompress.space.rules import RemovalRules
 from archcompress.space.trace import TracedBlock, TracedItem, TracedLayer
@@ -38,6 +40,8 @@ _KIND_OF: dict[type, str] = {
     PoolSpec: "pool",
     AdaptivePoolSpec: "adaptive_pool",
     MeanSpec: "adaptive_pool",  # x.mean(spatial dims) is global average pooling
+    SliceSpec: "flatten",  # reshaping ops without weights: the closest existing kind (FEATURE_SCHEMA v1)
+    ShuffleSpec: "flatten",
     DropoutSpec: "dropout",
     FlattenSpec: "flatten",
 }
@@ -356,9 +360,10 @@ def _static_groups(
         if produces[i]:
             group = var_group[i]
             producers.setdefault(group, []).append(i)
-            widths.setdefault(group, spec.out_channels if isinstance(spec, ConvSpec) else spec.out_features)  # type: ignore[union-attr]
-        if isinstance(spec, ConvSpec) and spec.groups > 1 and not spec.depthwise:
-            # grouped convs need widths divisible by their group count: keep those channels as they are
+            widths.setdefault(group, layer.out_shape[0])
+        if handler(spec).fixes_channels(spec):
+            # grouped convs need widths divisible by their group count; a slice or a shuffle of shrunk
+            # channels would pick other channels than the teacher's: keep those channels as they are
             for var in (flow.in_var[i], flow.out_var[i]):
                 fixed.update(_leaf_groups(_group_of(flow, var_group, var)))
     residual = {var_group[flow.sets.find(v)] for v in flow.merged}

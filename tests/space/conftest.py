@@ -58,6 +58,7 @@ TORCHVISION_SLOW = [
     ("torchvision:resnet50", (3, 224, 224)),
     ("torchvision:vgg11_bn", (3, 224, 224)),
     ("torchvision:vgg16_bn", (3, 224, 224)),
+    ("torchvision:convnext_tiny", (3, 32, 32)),
 ]
 
 
@@ -222,6 +223,43 @@ class ShuffleNetLike(nn.Module):
         return self.fc(F.relu(self.head(x)).mean((2, 3)))
 
 
+class ConvNeXtBlock(nn.Module):
+    """ConvNeXt's block as a user writes it: depthwise 7x7, permute to channels-last, LayerNorm, Linear,
+    GELU, Linear, permute back, layer scale, and an identity residual."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(torch.rand(dim) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dwconv(x).permute(0, 2, 3, 1)  # (B, H, W, C)
+        y = self.pwconv2(F.gelu(self.pwconv1(self.norm(y))))
+        y = self.gamma * y  # per-channel layer scale, channels-last
+        return x + y.permute(0, 3, 1, 2)  # (B, C, H, W)
+
+
+class ConvNeXtLike(nn.Module):
+    """A patchify stem, a channels-first LayerNorm written with permutes, two ConvNeXt blocks and a head."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 2, stride=2)
+        self.stem_norm = nn.LayerNorm(16, eps=1e-6)
+        self.blocks = nn.Sequential(ConvNeXtBlock(16), ConvNeXtBlock(16))
+        self.head_norm = nn.LayerNorm(16)
+        self.fc = nn.Linear(16, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = self.stem_norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        x = self.blocks(x)
+        return self.fc(self.head_norm(x.mean([-2, -1])))
+
+
 def sequential_net(num_classes: int = 10) -> nn.Module:
     """A plain ``nn.Sequential`` with every layer type in order."""
     return nn.Sequential(
@@ -274,6 +312,7 @@ USER_CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "gated": (GatedNet, (3, 8, 8)),
     "dense": (DenseNetLike, (3, 16, 16)),
     "shuffle": (ShuffleNetLike, (3, 8, 8)),
+    "convnext": (ConvNeXtLike, (3, 16, 16)),
 }
 
 

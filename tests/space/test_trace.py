@@ -139,7 +139,7 @@ class _LayerScale(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.gamma = nn.Parameter(torch.ones(4, 1, 1))
+        self.gamma = nn.Parameter(torch.ones(1, 4, 4))  # one weight per position: not a channel scale
         self.fc = nn.Linear(64, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -177,7 +177,7 @@ class _ThreeWay(nn.Module):
     [
         (_Concat(), (3, 4, 4), "cat", None, "torch.cat"),
         (_Attention(), (4, 8), "attn", "attn", "MultiheadAttention"),
-        (_LayerScale(), (3, 4, 4), "mul", None, "operator.mul"),
+        (_LayerScale(), (3, 4, 4), "mul", None, "a multiplication by a parameter of shape (1, 4, 4)"),
         (_ThreeWay(), (3, 4, 4), "stem", "stem", "a tensor used by 3 operations"),
     ],
 )

@@ -330,7 +330,7 @@ class NormHandler(Handler[NormSpec]):
 
 
 class ChannelLayerNorm(nn.Module):
-    """LayerNorm over dim 1 of ``(B, C, *spatial)``, computed channels-last as ConvNeXt does."""
+    """LayerNorm over dim 1 of ``(B, C, *spatial)`` or ``(B, C)``, computed channels-last as ConvNeXt does."""
 
     def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True) -> None:
         super().__init__()
@@ -370,6 +370,7 @@ class ChannelNormHandler(Handler[ChannelNormSpec]):
     """
 
     spec_type = ChannelNormSpec
+    modules = (nn.LayerNorm,)
 
     def from_module(self, module: nn.Module) -> ChannelNormSpec:
         assert isinstance(module, nn.LayerNorm)
@@ -378,7 +379,7 @@ class ChannelNormHandler(Handler[ChannelNormSpec]):
         return ChannelNormSpec(module.normalized_shape[0], module.eps, module.elementwise_affine)
 
     def out_shape(self, spec: ChannelNormSpec, shape: Shape) -> Shape:
-        if len(shape) < 2 or shape[0] != spec.num_features:
+        if shape[0] != spec.num_features:  # (C, *spatial) or flat (C,) features
             raise ShapeError(f"a LayerNorm over {spec.num_features} channels gets input {shape}")
         return shape
 

@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
 from archcompress.errors import ArchcompressError
 from archcompress.space.handlers import (
+    ACTIVATIONS,
     Shape,
     ShapeError,
     Unsupported,
@@ -32,7 +34,15 @@ from archcompress.space.handlers import (
     handler,
     module_handler,
 )
-from archcompress.space.ir import FlattenSpec, LayerSpec
+from archcompress.space.ir import (
+    ActSpec,
+    ChannelNormSpec,
+    ConvSpec,
+    DropoutSpec,
+    FlattenSpec,
+    LayerSpec,
+    ScaleSpec,
+)
 from archcompress.space.util import eval_mode
 
 SUPPORTED = (
@@ -124,6 +134,12 @@ class _GraphReader:
         self.module = module
         self.nodes = list(module.graph.nodes)
         self.used_sources: set[str] = set()
+        self.last = _channels_last_nodes(self.nodes)  # tensors laid out (B, *spatial, C) by a permute
+
+    def _shape(self, node: fx.Node) -> Shape:
+        """Per-sample shape, channels first: a channels-last ``(*spatial, C)`` is read as ``(C, *spatial)``."""
+        shape = _shape(node)
+        return (shape[-1], *shape[:-1]) if node in self.last else shape
 
     def read(self) -> tuple[TracedItem, ...]:
         inputs = [n for n in self.nodes if n.op == "placeholder"]
@@ -201,21 +217,21 @@ class _GraphReader:
             raise self._error(join, "an addition with alpha")
         ordered = sorted(branches, key=lambda b: operands.index(b[1]))
         if kind == "cat":
-            block_items, channels = ordered[0][0], _shape(ordered[0][1])[0]
+            block_items, channels = ordered[0][0], self._shape(ordered[0][1])[0]
             for items, last, _ in ordered[1:]:
-                channels += _shape(last)[0]
-                out_shape = (channels, *_shape(join)[1:])
+                channels += self._shape(last)[0]
+                out_shape = (channels, *self._shape(join)[1:])
                 node = join.name
-                block = TracedBlock(tuple(block_items), tuple(items), node, _shape(fork), out_shape, "cat")
+                block = TracedBlock(tuple(block_items), tuple(items), node, self._shape(fork), out_shape, "cat")
                 block_items = [block]
             return block, join
         first, second = ordered
         if kind == "mul":
             # the gate is the branch whose output broadcasts over the other's (SE: (C, 1, 1) * (C, H, W))
-            shapes = [_shape(first[1]), _shape(second[1])]
+            shapes = [self._shape(first[1]), self._shape(second[1])]
             if math.prod(shapes[1]) < math.prod(shapes[0]) or (shapes[0] == shapes[1] and not first[0]):
                 first, second = second, first
-            gate, value = _shape(first[1]), _shape(second[1])
+            gate, value = self._shape(first[1]), self._shape(second[1])
             broadcasts = gate == value or (gate[0] == value[0] and all(d == 1 for d in gate[1:]))
             if not first[0] or len(gate) != len(value) or not broadcasts:
                 raise self._error(join, f"a multiplication of shapes {gate} and {value} that is not a channel gate")
@@ -225,20 +241,22 @@ class _GraphReader:
                 first, second = second, first
             if not first[0]:
                 raise self._error(join, "an addition of a tensor to itself (x + x)")
-        block = TracedBlock(tuple(first[0]), tuple(second[0]), join.name, _shape(fork), _shape(join), kind or "add")
+        block = TracedBlock(
+            tuple(first[0]), tuple(second[0]), join.name, self._shape(fork), self._shape(join), kind or "add"
+        )
         return block, join
 
     def _layer(self, node: fx.Node) -> TracedLayer | None:
         """The layer a node computes, ``None`` for identities; checks its shapes against the traced ones."""
         try:
-            found = self._spec(node)
-            inputs = _tensor_args(node)
+            found = self._param_op(node) or self._spec(node)
+            inputs = [n for n in _tensor_args(node) if n.op != "get_attr" or found is None]
             if not _is_tensor(node) or len(inputs) != 1 or any(n.op == "get_attr" for n in inputs):
                 raise Unsupported(f"{_op_name(node, self.module)} on {len(inputs)} tensors")
             if found is None:
                 return None
             spec, source = found
-            in_shape, out_shape = _shape(inputs[0]), _shape(node)
+            in_shape, out_shape = self._shape(inputs[0]), self._shape(node)
             try:
                 expected = handler(spec).out_shape(spec, in_shape)
             except ShapeError as exc:
@@ -252,21 +270,72 @@ class _GraphReader:
             raise self._error(node, str(exc)) from exc
         return TracedLayer(spec, source, node.name, _layer_name(node), in_shape, out_shape)
 
+    def _param_op(self, node: fx.Node) -> tuple[LayerSpec, str] | None:
+        """Ops whose weights are fetched as parameters: ``F.layer_norm(x, (C,), w, b)`` on channels-last
+        features (``LayerNorm2d``), and a per-channel scale ``gamma * x`` (ConvNeXt's layer scale)."""
+        params = [a for a in _tensor_args(node) if a.op == "get_attr"]
+        if not params or node.op != "call_function":
+            return None
+        inputs = [a for a in _tensor_args(node) if a.op != "get_attr"]
+        if node.target is F.layer_norm and len(inputs) == 1 and inputs[0] in self.last:
+            bound: dict[str, Any] = dict(
+                zip(("input", "normalized_shape", "weight", "bias", "eps"), node.args, strict=False)
+            )
+            bound.update(node.kwargs)
+            shape = tuple(bound["normalized_shape"])
+            weight, bias = bound.get("weight"), bound.get("bias")
+            owners = {str(p.target).rpartition(".")[0] for p in params}
+            if len(shape) != 1 or len(owners) != 1 or (weight is None) != (bias is None):
+                raise Unsupported("F.layer_norm other than over the channels with one module's weight and bias")
+            spec = ChannelNormSpec(int(shape[0]), float(bound.get("eps", 1e-5)), weight is not None)
+            return spec, self._claim(owners.pop())
+        if node.target in _GATE_MULS and len(inputs) == 1 and len(params) == 1:
+            gamma = params[0]
+            shape = tuple(int(d) for d in gamma.meta["tensor_meta"].shape)
+            channels = self._shape(inputs[0])[0]
+            per_channel = (channels,) if inputs[0] in self.last else (channels, *(1,) * (len(_shape(inputs[0])) - 1))
+            if shape != per_channel:
+                raise Unsupported(f"a multiplication by a parameter of shape {shape} (not one scale per channel)")
+            return ScaleSpec(channels), self._claim(str(gamma.target))
+        return None
+
+    def _claim(self, source: str) -> str:
+        """Record that a module (or parameter) path holds a layer's weights; each may be used once."""
+        if source in self.used_sources:
+            raise Unsupported(f"module {source!r} called twice (shared weights)")
+        self.used_sources.add(source)
+        return source
+
     def _spec(self, node: fx.Node) -> tuple[LayerSpec, str] | None:
         """Spec and weight-holding module path of a node; ``None`` for an identity."""
+        if _layout_permute(node) is not None:
+            return None  # channels-last stretches are read as their channels-first equivalents
+        last = any(a in self.last for a in _tensor_args(node))
+        if last and not self._channel_wise(node):
+            raise Unsupported(f"{_op_name(node, self.module)} on channels-last features (after a permute)")
         if node.op == "call_module":
             module = self.module.get_submodule(str(node.target))
             if type(module) is nn.Identity:
                 return None
+            if last and type(module) is nn.Linear:
+                # a Linear on channels-last features is a 1x1 conv on channels-first ones
+                conv = ConvSpec(
+                    dim=len(_shape(node)) - 1,
+                    in_channels=module.in_features,
+                    out_channels=module.out_features,
+                    kernel=(1,) * (len(_shape(node)) - 1),
+                    stride=(1,) * (len(_shape(node)) - 1),
+                    padding=(0,) * (len(_shape(node)) - 1),
+                    dilation=(1,) * (len(_shape(node)) - 1),
+                    bias=module.bias is not None,
+                )
+                return conv, self._claim(str(node.target))
             found = module_handler(module)
             if found is None:
                 raise Unsupported(_op_name(node, self.module))
             source = ""
             if any(True for _ in module.parameters()) or any(True for _ in module.buffers()):
-                source = str(node.target)
-                if source in self.used_sources:
-                    raise Unsupported(f"module {source!r} called twice (shared weights)")
-                self.used_sources.add(source)
+                source = self._claim(str(node.target))
             return found.from_module(module), source
         if node.op in ("call_function", "call_method"):
             if node.op == "call_method" and node.target in _PASS_THROUGH_METHODS:
@@ -283,6 +352,60 @@ class _GraphReader:
 
     def _error(self, node: fx.Node, what: str) -> ArchcompressError:
         return ArchcompressError(f"cannot compress this model: {what} at {_where(node)} is not supported; {SUPPORTED}")
+
+    def _channel_wise(self, node: fx.Node) -> bool:
+        """Ops that mean the same on channels-last features: LayerNorm/Linear over the channels, element-wise
+        activations and dropout, identities."""
+        if node.op == "call_module":
+            module = self.module.get_submodule(str(node.target))
+            return type(module) in (nn.LayerNorm, nn.Linear, nn.Identity, nn.Dropout) or type(module) in tuple(
+                cls for cls, _ in ACTIVATIONS.values()
+            )
+        if node.op in ("call_function", "call_method"):
+            found = call_handler(node.op, node.target)
+            if node.op == "call_method" and node.target in _PASS_THROUGH_METHODS:
+                return True
+            return found is not None and found.spec_type in (ActSpec, DropoutSpec)
+        return False
+
+
+def _layout_permute(node: fx.Node) -> bool | None:
+    """True for a permute to channels-last ``(0, 2, ..., 1)``, False for one back ``(0, r - 1, 1, ...)``."""
+    is_permute = (node.op == "call_function" and node.target is torch.permute) or (
+        node.op == "call_method" and node.target == "permute"
+    )
+    if not is_permute or not node.args:
+        return None
+    rest = node.args[1:] if node.op == "call_method" else node.args[1:2]
+    dims = tuple(rest[0]) if len(rest) == 1 and isinstance(rest[0], list | tuple) else tuple(rest)
+    given: Any = node.kwargs.get("dims")
+    if given is not None:
+        dims = tuple(given)
+    rank = len(dims)
+    if rank < 3 or not all(isinstance(d, int) for d in dims):
+        return None
+    if dims == (0, *range(2, rank), 1):
+        return True
+    if dims == (0, rank - 1, *range(1, rank - 1)):
+        return False
+    return None
+
+
+def _channels_last_nodes(nodes: list[fx.Node]) -> set[fx.Node]:
+    """Tensors between a permute to channels-last and the permute back (the layout follows the first input)."""
+    last: set[fx.Node] = set()
+    for node in nodes:
+        inputs = _tensor_args(node) if node.op != "get_attr" else []
+        data = [a for a in inputs if a.op != "get_attr"]
+        was_last = bool(data) and data[0] in last
+        to_last = _layout_permute(node)
+        if to_last is not None and to_last != was_last:
+            if to_last:
+                last.add(node)
+            continue
+        if was_last and node.op != "output":
+            last.add(node)
+    return last
 
 
 def _is_tensor(node: fx.Node) -> bool:

@@ -18,6 +18,7 @@ from archcompress.space.handlers import Shape, handler
 from archcompress.space.ir import (
     ActSpec,
     AdaptivePoolSpec,
+    ChannelNormSpec,
     ConvSpec,
     DropoutSpec,
     FlattenSpec,
@@ -25,6 +26,7 @@ from archcompress.space.ir import (
     MeanSpec,
     NormSpec,
     PoolSpec,
+    ScaleSpec,
     ShuffleSpec,
     SliceSpec,
 )
@@ -36,6 +38,8 @@ _KIND_OF: dict[type, str] = {
     ConvSpec: "conv",
     LinearSpec: "linear",
     NormSpec: "norm",
+    ChannelNormSpec: "norm",
+    ScaleSpec: "norm",  # a learned per-channel scale: the affine half of a norm
     ActSpec: "act",
     PoolSpec: "pool",
     AdaptivePoolSpec: "adaptive_pool",
@@ -287,7 +291,7 @@ def _add_sequence(
         group = [item]
         if isinstance(item.spec, ConvSpec | LinearSpec):
             # a weighted layer takes the batch norm and then the activation that directly follow it
-            for follower in (NormSpec, ActSpec):
+            for follower in (NormSpec | ChannelNormSpec, ActSpec):
                 nxt = items[position] if position < len(items) else None
                 if isinstance(nxt, TracedLayer) and isinstance(nxt.spec, follower):
                     group.append(nxt)
@@ -443,7 +447,7 @@ def _with_features(
         "in_body": float(unit.branch in ("body", "gate", "concat")),
         "in_shortcut": float(unit.branch == "shortcut"),
         "identity_shortcut": float(unit.kind == "block" and not unit.shortcut),
-        "has_norm": float(any(isinstance(s, NormSpec) for s in specs[1:])),
+        "has_norm": float(any(isinstance(s, NormSpec | ChannelNormSpec) for s in specs[1:])),
         "has_act": float(any(isinstance(s, ActSpec) for s in specs[1:])),
         "removable": float(unit.removable),
         "shrinkable": float(unit.shrink_group is not None),

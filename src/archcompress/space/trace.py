@@ -26,6 +26,8 @@ from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from archcompress.errors import ArchcompressError
 from archcompress.space.handlers import (
     ACTIVATIONS,
+    LinearHandler,
+    NormHandler,
     Shape,
     ShapeError,
     Unsupported,
@@ -124,14 +126,15 @@ def trace_model(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[TracedI
         _slices_as_narrow(module.graph)
         _shuffles_as_calls(module.graph)
         module.graph.eliminate_dead_code()
-        return _GraphReader(module).read()
+        return _GraphReader(module, model).read()
 
 
 class _GraphReader:
     """Reads a shape-propagated fx graph into :class:`TracedItem` s."""
 
-    def __init__(self, module: fx.GraphModule) -> None:
+    def __init__(self, module: fx.GraphModule, root: nn.Module) -> None:
         self.module = module
+        self.root = root  # the traced model: fx keeps only bare containers for parameters fetched by path
         self.nodes = list(module.graph.nodes)
         self.used_sources: set[str] = set()
         self.last = _channels_last_nodes(self.nodes)  # tensors laid out (B, *spatial, C) by a permute
@@ -250,8 +253,8 @@ class _GraphReader:
         """The layer a node computes, ``None`` for identities; checks its shapes against the traced ones."""
         try:
             found = self._param_op(node) or self._spec(node)
-            inputs = [n for n in _tensor_args(node) if n.op != "get_attr" or found is None]
-            if not _is_tensor(node) or len(inputs) != 1 or any(n.op == "get_attr" for n in inputs):
+            inputs = [n for n in _tensor_args(node) if _param_root(n) is None or found is None]
+            if not _is_tensor(node) or len(inputs) != 1 or any(_param_root(n) is not None for n in inputs):
                 raise Unsupported(f"{_op_name(node, self.module)} on {len(inputs)} tensors")
             if found is None:
                 return None
@@ -272,11 +275,15 @@ class _GraphReader:
 
     def _param_op(self, node: fx.Node) -> tuple[LayerSpec, str] | None:
         """Ops whose weights are fetched as parameters: ``F.layer_norm(x, (C,), w, b)`` on channels-last
-        features (``LayerNorm2d``), and a per-channel scale ``gamma * x`` (ConvNeXt's layer scale)."""
-        params = [a for a in _tensor_args(node) if a.op == "get_attr"]
-        if not params or node.op != "call_function":
+        features (``LayerNorm2d``), ``F.batch_norm`` with a BatchNorm module's tensors (timm's
+        ``BatchNormAct2d``), and a per-channel scale ``gamma * x`` (ConvNeXt's layer scale, also as
+        ``x.mul(gamma.reshape(1, -1, 1, 1))``)."""
+        params = [a for a in _tensor_args(node) if _param_root(a) is not None]
+        if not params or node.op not in ("call_function", "call_method"):
             return None
-        inputs = [a for a in _tensor_args(node) if a.op != "get_attr"]
+        inputs = [a for a in _tensor_args(node) if _param_root(a) is None]
+        roots = [_param_root(p) for p in params]
+        owners = {str(r.target).rpartition(".")[0] for r in roots if r is not None}
         if node.target is F.layer_norm and len(inputs) == 1 and inputs[0] in self.last:
             bound: dict[str, Any] = dict(
                 zip(("input", "normalized_shape", "weight", "bias", "eps"), node.args, strict=False)
@@ -284,19 +291,40 @@ class _GraphReader:
             bound.update(node.kwargs)
             shape = tuple(bound["normalized_shape"])
             weight, bias = bound.get("weight"), bound.get("bias")
-            owners = {str(p.target).rpartition(".")[0] for p in params}
             if len(shape) != 1 or len(owners) != 1 or (weight is None) != (bias is None):
                 raise Unsupported("F.layer_norm other than over the channels with one module's weight and bias")
             spec = ChannelNormSpec(int(shape[0]), float(bound.get("eps", 1e-5)), weight is not None)
             return spec, self._claim(owners.pop())
-        if node.target in _GATE_MULS and len(inputs) == 1 and len(params) == 1:
-            gamma = params[0]
-            shape = tuple(int(d) for d in gamma.meta["tensor_meta"].shape)
+        if node.target is F.batch_norm and len(inputs) == 1 and inputs[0] not in self.last and len(owners) == 1:
+            owner_path = owners.pop()
+            owner = self.root.get_submodule(owner_path)
+            if not isinstance(owner, nn.BatchNorm1d | nn.BatchNorm2d):
+                raise Unsupported("F.batch_norm with tensors that are not one BatchNorm module's")
+            return NormHandler().from_module(owner), self._claim(owner_path)
+        if node.target is F.linear and len(inputs) == 1 and len(owners) == 1:
+            owner_path = owners.pop()
+            linear = self.root.get_submodule(owner_path)
+            if not isinstance(linear, nn.Linear):
+                raise Unsupported("F.linear with tensors that are not one Linear module's")
+            last = inputs[0] in self.last
+            dense: LayerSpec = (
+                _pointwise(linear, len(_shape(node)) - 1) if last else LinearHandler().from_module(linear)
+            )
+            return dense, self._claim(owner_path)
+        muls = (node.op == "call_function" and node.target in _GATE_MULS) or (
+            node.op == "call_method" and node.target in ("mul", "mul_")
+        )
+        if muls and len(inputs) == 1 and len(params) == 1 and roots[0] is not None:
+            # the parameter must broadcast along the channels only: (C, 1, 1), (1, C, 1, 1), or (C,) channels-last
+            shape = tuple(int(d) for d in params[0].meta["tensor_meta"].shape)
+            rank = len(_shape(inputs[0])) + 1
             channels = self._shape(inputs[0])[0]
-            per_channel = (channels,) if inputs[0] in self.last else (channels, *(1,) * (len(_shape(inputs[0])) - 1))
-            if shape != per_channel:
+            padded = (1,) * (rank - len(shape)) + shape
+            axis = rank - 1 if inputs[0] in self.last else 1
+            expected = tuple(channels if i == axis else 1 for i in range(rank))
+            if padded != expected:
                 raise Unsupported(f"a multiplication by a parameter of shape {shape} (not one scale per channel)")
-            return ScaleSpec(channels), self._claim(str(gamma.target))
+            return ScaleSpec(channels), self._claim(str(roots[0].target))
         return None
 
     def _claim(self, source: str) -> str:
@@ -318,18 +346,7 @@ class _GraphReader:
             if type(module) is nn.Identity:
                 return None
             if last and type(module) is nn.Linear:
-                # a Linear on channels-last features is a 1x1 conv on channels-first ones
-                conv = ConvSpec(
-                    dim=len(_shape(node)) - 1,
-                    in_channels=module.in_features,
-                    out_channels=module.out_features,
-                    kernel=(1,) * (len(_shape(node)) - 1),
-                    stride=(1,) * (len(_shape(node)) - 1),
-                    padding=(0,) * (len(_shape(node)) - 1),
-                    dilation=(1,) * (len(_shape(node)) - 1),
-                    bias=module.bias is not None,
-                )
-                return conv, self._claim(str(node.target))
+                return _pointwise(module, len(_shape(node)) - 1), self._claim(str(node.target))
             found = module_handler(module)
             if found is None:
                 raise Unsupported(_op_name(node, self.module))
@@ -396,7 +413,7 @@ def _channels_last_nodes(nodes: list[fx.Node]) -> set[fx.Node]:
     last: set[fx.Node] = set()
     for node in nodes:
         inputs = _tensor_args(node) if node.op != "get_attr" else []
-        data = [a for a in inputs if a.op != "get_attr"]
+        data = [a for a in inputs if _param_root(a) is None]
         was_last = bool(data) and data[0] in last
         to_last = _layout_permute(node)
         if to_last is not None and to_last != was_last:
@@ -406,6 +423,36 @@ def _channels_last_nodes(nodes: list[fx.Node]) -> set[fx.Node]:
         if was_last and node.op != "output":
             last.add(node)
     return last
+
+
+def _pointwise(linear: nn.Linear, dim: int) -> ConvSpec:
+    """A Linear on channels-last features as the 1x1 conv it is on channels-first ones."""
+    ones = (1,) * dim
+    return ConvSpec(
+        dim=dim,
+        in_channels=linear.in_features,
+        out_channels=linear.out_features,
+        kernel=ones,
+        stride=ones,
+        padding=(0,) * dim,
+        dilation=ones,
+        bias=linear.bias is not None,
+    )
+
+
+_PARAM_VIEWS = ("reshape", "view", "unsqueeze", "squeeze", "flatten")
+
+
+def _param_root(node: fx.Node) -> fx.Node | None:
+    """The parameter (``get_attr``) a node is, or is a reshaped view of (``gamma.reshape(1, -1, 1, 1)``)."""
+    while node.op != "get_attr":
+        views = (node.op == "call_method" and node.target in _PARAM_VIEWS) or (
+            node.op == "call_function" and node.target in (torch.reshape, torch.unsqueeze, torch.squeeze)
+        )
+        if not views or not node.args or not isinstance(node.args[0], fx.Node):
+            return None
+        node = node.args[0]
+    return node
 
 
 def _is_tensor(node: fx.Node) -> bool:
@@ -430,7 +477,7 @@ def _data_users(node: fx.Node) -> list[fx.Node]:
 def _reads_metadata(node: fx.Node) -> bool:
     if node.op == "call_method":
         return node.target in ("size", "dim")
-    return node.op == "call_function" and node.target is getattr and node.args[1:2] == ("shape",)
+    return node.op == "call_function" and node.target is getattr and node.args[1:2] in (("shape",), ("ndim",))
 
 
 def _tensor_args(node: fx.Node) -> list[fx.Node]:
@@ -449,7 +496,7 @@ def _tensor_args(node: fx.Node) -> list[fx.Node]:
 def _join_kind(node: fx.Node) -> str | None:
     """``"add"``, ``"mul"`` or ``"cat"`` for an operation where branches can meet, else None."""
     operands = _tensor_args(node)
-    if any(a.op == "get_attr" for a in operands):
+    if any(_param_root(a) is not None for a in operands):
         return None  # a parameter operand (e.g. a layer scale) is an op of its own, not a join
     call = node.op == "call_function"
     if call and node.target in _CONCATS and len(operands) >= 2:

@@ -111,6 +111,15 @@ USER_MODELS = '''
             return self.fc(self.norm(self.blocks(self.stem(x)).mean([-2, -1])))
 
 
+    def torchvision_densenet(in_channels, num_classes):
+        """torchvision's DenseNet class, narrowed to three dense blocks so that 28x28 inputs fit."""
+        import torchvision
+
+        model = torchvision.models.DenseNet(12, (2, 2, 2), 16, num_classes=num_classes)
+        model.features.conv0 = nn.Conv2d(in_channels, 16, 7, stride=2, padding=3, bias=False)
+        return model
+
+
     class Branchy(nn.Module):
         def __init__(self, in_channels, num_classes):
             super().__init__()
@@ -165,3 +174,31 @@ def test_data_dependent_branch_is_refused_in_one_line_with_exit_2(models_file: P
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "torch.fx cannot trace" in lines[0] and "if x.sum() > 0:" in lines[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("ref", "kwargs"),
+    [
+        ("torchvision:mobilenet_v3_small", {"width_mult": 0.25}),  # SE gates inside inverted residuals
+        ("torchvision:efficientnet_b0", {}),  # SE, SiLU, stochastic depth
+        # DenseNet-121's 4 blocks need 32x32 inputs: torchvision's DenseNet class with 3 blocks
+        ("{models_file}:torchvision_densenet", {}),
+    ],
+)
+def test_torchvision_teacher_compresses_on_mnist5k(
+    models_file: Path, tmp_path: Path, ref: str, kwargs: dict[str, float]
+) -> None:
+    ref = ref.format(models_file=models_file)
+    teacher = tmp_path / "teacher.pt"
+    train = TrainConfig(epochs=1, max_steps=5, augment=False)  # a teacher for the pipeline, not for accuracy
+    train_teacher(ref, "mnist5k", teacher, model_kwargs=kwargs, train=train, device="cpu")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["compress", str(teacher), "--out", str(out), "--target", "4x", *TINY])
+    assert result.exit_code == 0, (result.output, result.exception)
+    student = load_student(out / "student")
+    arch = json.loads((out / "student" / "arch.json").read_text())
+    assert arch["params"] == sum(p.numel() for p in student.parameters()) < load_teacher(teacher).meta.params
+    with torch.no_grad():
+        logits = student(torch.randn(2, 1, 28, 28))
+    assert logits.shape == (2, 10) and torch.isfinite(logits).all()

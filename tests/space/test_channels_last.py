@@ -95,3 +95,18 @@ def test_a_conv_on_channels_last_features_is_refused() -> None:
 
     with pytest.raises(ArchcompressError, match=r"Conv2d on channels-last features \(after a permute\)"):
         CompressionSpace.from_model(Mixed(), (4, 4, 4))
+
+
+def test_a_layernorm_over_the_width_of_channels_first_features_is_refused() -> None:
+    class WidthNorm(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 1)
+            self.norm = nn.LayerNorm(4)  # normalises the last dimension: the width, which is also 4
+            self.fc = nn.Linear(4 * 4 * 4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.norm(self.conv(x)).flatten(1))
+
+    with pytest.raises(ArchcompressError, match="LayerNorm over the last dimension of channels-first features"):
+        CompressionSpace.from_model(WidthNorm(), (3, 4, 4))

@@ -345,6 +345,9 @@ class _GraphReader:
             module = self.module.get_submodule(str(node.target))
             if type(module) is nn.Identity:
                 return None
+            if isinstance(module, nn.LayerNorm) and not last and len(_shape(node)) > 1:
+                # channels-first (C, H, W): LayerNorm(W) would normalise the width, not the channels
+                raise Unsupported("LayerNorm over the last dimension of channels-first features")
             if last and type(module) is nn.Linear:
                 return _pointwise(module, len(_shape(node)) - 1), self._claim(str(node.target))
             found = module_handler(module)
@@ -595,7 +598,12 @@ def _shuffles_as_calls(graph: fx.Graph) -> None:
         source = split.args[0]
         before, grouped = source.meta["tensor_meta"].shape, split.meta["tensor_meta"].shape
         after = merge.meta["tensor_meta"].shape
-        if len(grouped) != len(before) + 1 or tuple(after) != tuple(before) or grouped[1] * grouped[2] != before[1]:
+        if (
+            len(grouped) != len(before) + 1
+            or tuple(after) != tuple(before)
+            or grouped[1] * grouped[2] != before[1]
+            or tuple(grouped[3:]) != tuple(before[2:])
+        ):
             continue
         with graph.inserting_before(merge):
             shuffle = graph.call_function(channel_shuffle, (source, int(grouped[1])))

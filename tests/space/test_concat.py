@@ -49,7 +49,8 @@ def test_dense_block_and_fire_module_structure(teacher_space) -> None:
         "expand3",
     ]
     inside = [space.units[i] for b in blocks for i in (*b.body, *b.shortcut)]
-    assert all(u.branch == "concat" and not u.removable for u in inside)
+    # layers inside the branches follow the body rules: an emptied branch passes its input on as its segment
+    assert all(u.branch == "concat" and u.removable for u in inside)
     # every segment is a shrink group of its own; a concatenation output is none
     names = {u.name: u for u in space.units}
     growth = [names[f"layers.{i}.conv"].shrink_group for i in range(3)]
@@ -169,3 +170,27 @@ def test_split_and_channel_shuffle_keep_the_widths_they_permute(teacher_space) -
         full = space.build(space.teacher_candidate()).module.eval()
         torch.testing.assert_close(full(x), teacher(x), rtol=0, atol=1e-6)
     assert arch.layers[0].out_channels == 16  # the stem's 16 channels are sliced: they stay
+
+
+def test_an_emptied_fire_branch_passes_its_input_on_as_its_segment(teacher_space) -> None:
+    _, space = teacher_space("dense", (3, 16, 16))
+    expand1 = next(u for u in space.units if u.name == "expand1")
+    keep = [True] * len(space.removable_units)
+    keep[expand1.keep_index] = False
+    candidate = Candidate(tuple(keep), (1.0,) * len(space.shrink_groups))
+    result = space.build(candidate)
+    # cat([squeeze output (12), expand3 (16)]) pooled to 4x4 feeds the classifier
+    assert result.arch.layers[-1].in_features == (12 + 16) * 16
+    assert result.params == count_params(result.module) and result.macs == measure_macs(result.module, (3, 16, 16))
+    assert result.fresh_layers == (f"layers.{len(result.arch.layers) - 1}",)  # the classifier: other columns
+
+
+def test_a_removal_that_feeds_shrinkable_channels_into_a_shuffle_is_invalid(teacher_space) -> None:
+    _, space = teacher_space("torchvision:shufflenet_v2_x0_5", (3, 64, 64))
+    # stage2's first block: branch1 = depthwise conv, BN, 1x1 conv; without the 1x1 conv its segment would
+    # be the stem's (shrinkable) channels, which the shuffle after the concatenation cannot take
+    unit = next(u for u in space.units if u.name == "stage2.0.branch1.2")
+    keep = [True] * len(space.removable_units)
+    keep[unit.keep_index] = False
+    reason = space.check(Candidate(tuple(keep), (1.0,) * len(space.shrink_groups)))
+    assert reason is not None and "a shuffle would read channels whose width is not fixed" in reason

@@ -277,6 +277,10 @@ class _Placer:
         kernel = None
         if kernel_index is not None and isinstance(teacher.spec, ConvSpec):
             kernel = shrink_kernel(teacher.spec.kernel[0], self.candidate.kernel_ratios[kernel_index])
+        leaves = in_group if isinstance(in_group, tuple) else (in_group,)
+        if h.fixes_channels(teacher.spec) and not all(self.structure.groups[g].fixed for g in leaves):
+            # after removals, a slice, shuffle or grouped conv would read channels that may be shrunk
+            raise InvalidCandidateError(f"{where}: a {teacher.spec.op} would read channels whose width is not fixed")
         spec = h.resize(teacher.spec, shape[0], self.widths.width(out_group), kernel)
         if (
             isinstance(spec, ConvSpec)

@@ -10,8 +10,10 @@ A gate (``x * gate(x)``, e.g. squeeze-and-excitation) is removed as a whole or n
 or its sigmoid it would no longer be a gate. Removing it leaves ``x``, so it may go when ``x`` reaches it
 unchanged (identity shortcut). Inside a nested block the same rules apply at every level.
 
-Layers inside the branches of a concatenation (``torch.cat`` along channels) stay; a concatenation of a
-tensor with a function of it, ``cat([x, f(x)])`` (a DenseNet dense layer), may be removed whole, leaving ``x``.
+Layers inside the branches of a concatenation (``torch.cat`` along channels) follow the body rules (an
+Inception branch may lose its 1x1 reduction; a branch emptied this way passes its input on as its segment);
+a concatenation of a tensor with a function of it, ``cat([x, f(x)])`` (a DenseNet dense layer), may be
+removed whole, leaving ``x``; a concatenation of two computed branches (Fire, Inception) is never removed.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class RemovalRules:
 
     def layer_removable(self, specs: tuple[LayerSpec, ...], *, first: bool, classifier: bool, branch: str) -> bool:
         """Whether a plain unit (a weighted layer with its norm/activation, or a single layer) may go."""
-        if branch in ("shortcut", "gate", "concat") or (branch == "body" and not self.body_layers):
+        if branch in ("shortcut", "gate") or (branch in ("body", "concat") and not self.body_layers):
             return False
         if (first and not self.first_layer) or (classifier and not self.classifier):
             return False
@@ -57,7 +59,7 @@ class RemovalRules:
         self, identity_shortcut: bool, join: str = "add", branch: str = "main", identity_body: bool = False
     ) -> bool:
         """Whether a whole block may go, leaving its identity branch; ``join`` "mul" is a gate, "cat" a concat."""
-        if branch in ("shortcut", "gate", "concat"):
+        if branch in ("shortcut", "gate"):
             return False
         if join == "cat":  # cat([x, f(x)]) without f(x) is x: a dense layer's segment leaves the concatenation
             return (identity_shortcut or identity_body) and self.dense_layers

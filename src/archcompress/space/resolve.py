@@ -15,7 +15,17 @@ from archcompress.errors import ArchcompressError
 from archcompress.space.candidate import Candidate
 from archcompress.space.channels import INPUT, Flow, GroupKey, channel_flow
 from archcompress.space.handlers import Shape, ShapeError, handler
-from archcompress.space.ir import ConvSpec, FlattenSpec, LayerSpec, LinearSpec, ResidualSpec, Spec, StudentArch
+from archcompress.space.ir import (
+    ConvSpec,
+    FlattenSpec,
+    LayerSpec,
+    LinearSpec,
+    ResidualSpec,
+    ShuffleSpec,
+    SliceSpec,
+    Spec,
+    StudentArch,
+)
 from archcompress.space.units import Structure
 
 _DECIMALS = 6  # canonical ratios are rounded so that float noise cannot change a hash
@@ -278,8 +288,11 @@ class _Placer:
         if kernel_index is not None and isinstance(teacher.spec, ConvSpec):
             kernel = shrink_kernel(teacher.spec.kernel[0], self.candidate.kernel_ratios[kernel_index])
         leaves = in_group if isinstance(in_group, tuple) else (in_group,)
-        if h.fixes_channels(teacher.spec) and not all(self.structure.groups[g].fixed for g in leaves):
-            # after removals, a slice, shuffle or grouped conv would read channels that may be shrunk
+        if isinstance(teacher.spec, SliceSpec | ShuffleSpec) and not all(
+            self.structure.groups[g].fixed for g in leaves
+        ):
+            # after removals, a slice or shuffle would cut or permute channels that may be shrunk (a grouped
+            # conv may: the divisibility check below covers it, and a re-routed input is freshly initialised)
             raise InvalidCandidateError(f"{where}: a {teacher.spec.op} would read channels whose width is not fixed")
         spec = h.resize(teacher.spec, shape[0], self.widths.width(out_group), kernel)
         if (

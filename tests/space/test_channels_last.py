@@ -110,3 +110,19 @@ def test_a_layernorm_over_the_width_of_channels_first_features_is_refused() -> N
 
     with pytest.raises(ArchcompressError, match="LayerNorm over the last dimension of channels-first features"):
         CompressionSpace.from_model(WidthNorm(), (3, 4, 4))
+
+
+def test_a_concatenation_of_channels_last_features_is_refused() -> None:
+    class LastCat(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(4, 4)
+            self.b = nn.Linear(4, 4)
+            self.fc = nn.Linear(4 * 8 * 4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = x.permute(0, 2, 3, 1)  # (B, H, W, C): dim 1 is the height
+            return self.fc(torch.cat([self.a(x), self.b(x)], 1).flatten(1))
+
+    with pytest.raises(ArchcompressError, match="a concatenation of channels-last features"):
+        CompressionSpace.from_model(LastCat(), (4, 4, 4))

@@ -219,6 +219,8 @@ class _GraphReader:
         if "alpha" in join.kwargs:
             raise self._error(join, "an addition with alpha")
         ordered = sorted(branches, key=lambda b: operands.index(b[1]))
+        if kind == "cat" and join in self.last:
+            raise self._error(join, "a concatenation of channels-last features (dim 1 is not the channels there)")
         if kind == "cat":
             block_items, channels = ordered[0][0], self._shape(ordered[0][1])[0]
             for items, last, _ in ordered[1:]:

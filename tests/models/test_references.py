@@ -90,6 +90,7 @@ def logits(model: nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
     [
         ("lenet5", "zoo"),
         ("torchvision:resnet18", "torchvision"),
+        ("timm:resnet18", "timm"),
         ("nets.py:make", "file"),
         ("models/nets:make", "file"),
         ("~/x/nets.py:make", "file"),
@@ -165,6 +166,33 @@ def test_torchvision_needs_an_image_input() -> None:
 def test_torchvision_rejected_argument_is_one_error() -> None:
     with pytest.raises(ArchcompressError, match="torchvision:resnet18 rejected its arguments"):
         create_model("torchvision:resnet18", (3, 32, 32), 10, {"bogus": 1})
+
+
+# --- timm ---------------------------------------------------------------------------------------------------
+
+
+def test_timm_model_is_random_and_takes_channels_and_classes(no_downloads: None) -> None:
+    timm = pytest.importorskip("timm")
+    seed_everything(0)
+    first = create_model("timm:resnet18", (1, 28, 28), 7, {"pretrained": True})  # pretrained is dropped
+    seed_everything(1)
+    second = create_model("timm:resnet18", (1, 28, 28), 7)
+    assert isinstance(first, timm.models.ResNet) and first.conv1.in_channels == 1
+    assert first.get_classifier().out_features == 7
+    assert not torch.equal(first.conv1.weight, second.conv1.weight)  # random init, nothing loaded
+    check_model_io(first, "timm:resnet18", (1, 28, 28), 7)
+
+
+def test_timm_unknown_name_suggests_close_names() -> None:
+    pytest.importorskip("timm")
+    with pytest.raises(ArchcompressError, match=r"unknown timm model 'resnet181': did you mean .*'resnet18'"):
+        create_model("timm:resnet181", (3, 32, 32), 10)
+
+
+def test_timm_missing_package_is_one_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "timm", None)  # import timm now raises ImportError
+    with pytest.raises(ArchcompressError, match=r"needs the optional package timm: pip install 'archcompress\[timm\]'"):
+        create_model("timm:resnet18", (3, 32, 32), 10)
 
 
 # --- user factories in files --------------------------------------------------------------------------------

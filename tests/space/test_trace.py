@@ -117,10 +117,10 @@ class _Concat(nn.Module):
         super().__init__()
         self.left = nn.Conv2d(3, 4, 3, padding=1)
         self.right = nn.Conv2d(3, 4, 3, padding=1)
-        self.fc = nn.Linear(8 * 4 * 4, 10)
+        self.fc = nn.Linear(4 * 4 * 8, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([self.left(x), self.right(x)], dim=1)
+        x = torch.cat([self.left(x), self.right(x)], dim=3)  # along the width: not a channel concatenation
         return self.fc(torch.flatten(x, 1))
 
 
@@ -135,24 +135,15 @@ class _Attention(nn.Module):
         return self.fc(y.flatten(1))
 
 
-class _Gate(nn.Module):
+class _LayerScale(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(4, 4, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x) * torch.sigmoid(x)
-
-
-class _Gated(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Conv2d(3, 4, 3, padding=1)
-        self.gate = _Gate()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.gamma = nn.Parameter(torch.ones(1, 4, 4))  # one weight per position: not a channel scale
         self.fc = nn.Linear(64, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.gate(self.stem(x)).flatten(1))
+        return self.fc((self.conv(x) * self.gamma).flatten(1))
 
 
 class _Branchy(nn.Module):
@@ -168,17 +159,17 @@ class _Branchy(nn.Module):
         return self.fc(x.flatten(1))
 
 
-class _Nested(nn.Module):
+class _ThreeWay(nn.Module):
     def __init__(self) -> None:
         super().__init__()
+        self.stem = nn.Conv2d(3, 3, 3, padding=1)
         self.a = nn.Conv2d(3, 3, 3, padding=1)
         self.b = nn.Conv2d(3, 3, 3, padding=1)
         self.fc = nn.Linear(48, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.a(x)
-        y = y + self.b(y)  # a residual inside a residual branch
-        return self.fc((x + y).flatten(1))
+        y = self.stem(x)
+        return self.fc((self.a(y) + self.b(y) + y).flatten(1))  # y feeds three operations
 
 
 @pytest.mark.parametrize(
@@ -186,8 +177,8 @@ class _Nested(nn.Module):
     [
         (_Concat(), (3, 4, 4), "cat", None, "torch.cat"),
         (_Attention(), (4, 8), "attn", "attn", "MultiheadAttention"),
-        (_Gated(), (3, 4, 4), "mul", "gate", "operator.mul"),
-        (_Nested(), (3, 4, 4), None, None, "nested residual"),
+        (_LayerScale(), (3, 4, 4), "mul", None, "a multiplication by a parameter of shape (1, 4, 4)"),
+        (_ThreeWay(), (3, 4, 4), "stem", "stem", "a tensor used by 3 operations"),
     ],
 )
 def test_unsupported_models_name_node_module_and_line(model, shape, node, module, what) -> None:

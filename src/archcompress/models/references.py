@@ -1,4 +1,5 @@
-"""Model references: a zoo name, ``torchvision:NAME``, ``path/to/file.py:Factory`` or ``package.module:Factory``.
+"""Model references: a zoo name, ``torchvision:NAME``, ``timm:NAME`` (optional ``timm`` package),
+``path/to/file.py:Factory`` or ``package.module:Factory``.
 
 A reference plus constructor keyword arguments, the input shape and the class count is enough to rebuild a
 model; checkpoints store exactly those.
@@ -22,12 +23,15 @@ from archcompress.errors import ArchcompressError, first_line, unknown_name_erro
 from archcompress.models.registry import check_input_rank, zoo_entry
 
 TORCHVISION_PREFIX = "torchvision:"
+TIMM_PREFIX = "timm:"
 
 
 def reference_kind(ref: str) -> str:
-    """Classify a reference as ``zoo``, ``torchvision``, ``file`` or ``module``."""
+    """Classify a reference as ``zoo``, ``torchvision``, ``timm``, ``file`` or ``module``."""
     if ref.startswith(TORCHVISION_PREFIX):
         return "torchvision"
+    if ref.startswith(TIMM_PREFIX):
+        return "timm"
     if ":" in ref:
         path = ref.rsplit(":", 1)[0]
         return "file" if path.endswith(".py") or "/" in path or "\\" in path else "module"
@@ -47,6 +51,8 @@ def create_model(
         return _call_factory(entry.factory, ref, input_shape, num_classes, kwargs)
     if kind == "torchvision":
         return _torchvision_model(ref[len(TORCHVISION_PREFIX) :], input_shape, num_classes, kwargs)
+    if kind == "timm":
+        return _timm_model(ref[len(TIMM_PREFIX) :], input_shape, num_classes, kwargs)
     return _call_factory(_load_user_factory(ref, kind), ref, input_shape, num_classes, kwargs)
 
 
@@ -154,6 +160,26 @@ def _torchvision_model(name: str, input_shape: tuple[int, ...], num_classes: int
     if input_shape[0] != 3:
         _adapt_first_conv(model, input_shape[0])
     return model
+
+
+def _timm_model(name: str, input_shape: tuple[int, ...], num_classes: int, kwargs: dict[str, Any]) -> nn.Module:
+    """A randomly initialised timm model (``pretrained`` is forced off: nothing is downloaded)."""
+    try:
+        import timm
+    except ImportError as exc:
+        raise ArchcompressError(
+            f"timm:{name} needs the optional package timm: pip install 'archcompress[timm]'"
+        ) from exc
+    if not timm.is_model(name):
+        raise unknown_name_error("timm model", name, timm.list_models(), hint="list them with timm.list_models()")
+    if len(input_shape) != 3:
+        raise ArchcompressError(f"timm:{name} needs an image input (C, H, W) but the input shape is {input_shape}")
+    for key in ("pretrained", "pretrained_cfg_overlay", "checkpoint_path"):
+        kwargs.pop(key, None)  # never download or load weights
+    try:
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=input_shape[0], **kwargs)
+    except TypeError as exc:
+        raise ArchcompressError(f"timm:{name} rejected its arguments {kwargs}: {exc}") from exc
 
 
 def _adapt_first_conv(model: nn.Module, in_channels: int) -> None:

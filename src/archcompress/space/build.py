@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from archcompress.space.candidate import Candidate
+from archcompress.space.channels import GroupKey
 from archcompress.space.handlers import handler, tensor_attr
 from archcompress.space.ir import NormSpec, ResidualSpec, Spec, StudentArch
 from archcompress.space.resolve import PlacedLayer, Plan
@@ -21,14 +22,22 @@ from archcompress.space.units import Structure
 
 
 class Residual(nn.Module):
-    """``body(x) + shortcut(x)``; an empty shortcut is the identity."""
+    """``body(x) + shortcut(x)``, ``body(x) * shortcut(x)`` (a gate) or ``cat([body(x), shortcut(x)], 1)``.
 
-    def __init__(self, body: nn.Sequential, shortcut: nn.Sequential) -> None:
+    An empty branch is the identity.
+    """
+
+    def __init__(self, body: nn.Sequential, shortcut: nn.Sequential, join: str = "add") -> None:
         super().__init__()
         self.body = body
         self.shortcut = shortcut
+        self.join = join
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.join == "cat":
+            return torch.cat([self.body(x), self.shortcut(x)], 1)  # (B, C_body + C_shortcut, *spatial)
+        if self.join == "mul":
+            return self.body(x) * self.shortcut(x)  # gate (B, C, 1, 1) * (B, C, H, W)
         return self.body(x) + self.shortcut(x)  # both (B, C, *spatial)
 
 
@@ -47,7 +56,9 @@ class Student(nn.Module):
 def _module(spec: Spec) -> nn.Module:
     if isinstance(spec, ResidualSpec):
         return Residual(
-            nn.Sequential(*(_module(s) for s in spec.body)), nn.Sequential(*(_module(s) for s in spec.shortcut))
+            nn.Sequential(*(_module(s) for s in spec.body)),
+            nn.Sequential(*(_module(s) for s in spec.shortcut)),
+            spec.join,
         )
     return handler(spec).build(spec)
 
@@ -106,6 +117,8 @@ class Inheritor:
         if group not in self._importance:
             total: Tensor | None = None
             for layer_id in self.structure.groups[group].producers:
+                if not self.structure.layers[layer_id].source:
+                    continue  # a slice or shuffle: no weights (its group is fixed, so never ranked)
                 weight = tensor_attr(self.modules[self.structure.layers[layer_id].source], "weight")
                 l1 = weight.abs().flatten(1).sum(1).to("cpu", torch.float64)  # (C_out,)
                 total = l1 if total is None else total + l1
@@ -150,24 +163,58 @@ class Inheritor:
         teacher = s.layers[placed.layer]
         if not teacher.source:
             return False  # e.g. a functional op: nothing to copy
-        if placed.in_group != s.layer_in_group[placed.layer] or placed.flat != self._teacher_flat(placed.layer):
+        if self._offsets(placed.in_group, s.layer_in_group[placed.layer]) is None:
             return False  # the input channels come from a different teacher layer than they used to
+        if placed.flat != self._teacher_flat(placed.layer):
+            return False
         return not s.produces[placed.layer] or placed.out_group == s.layer_out_group[placed.layer]
 
     def _teacher_flat(self, layer_id: int) -> int:
         teacher = self.structure.layers[layer_id]
         if len(teacher.in_shape) > 1:
             return 1
-        return teacher.in_shape[0] // self.structure.groups[self.structure.layer_in_group[layer_id]].width
+        return teacher.in_shape[0] // sum(
+            self.structure.groups[g].width for g in _leaves(self.structure.layer_in_group[layer_id])
+        )
+
+    def _offsets(self, key: GroupKey, teacher_key: GroupKey) -> list[int] | None:
+        """Where each leaf of ``key`` starts in the teacher's ``teacher_key`` channels; None if not all are there.
+
+        Equal keys match leaf by leaf; a concatenation that lost segments (a removed dense layer) matches the
+        teacher's as an ordered subsequence, so its consumers keep the columns of the remaining segments.
+        """
+        leaves, teacher_leaves = _leaves(key), _leaves(teacher_key)
+        offsets, offset, position = [], 0, 0
+        for leaf in leaves:
+            while position < len(teacher_leaves) and teacher_leaves[position] != leaf:
+                offset += self.structure.groups[teacher_leaves[position]].width
+                position += 1
+            if position == len(teacher_leaves):
+                return None
+            offsets.append(offset)
+            offset += self.structure.groups[leaf].width
+            position += 1
+        return offsets
+
+    def key_indices(self, key: GroupKey, widths: Mapping[int, int], teacher_key: GroupKey | None = None) -> Tensor:
+        """Kept teacher channel indices of a group; for a concatenation, each leaf's at its teacher offset."""
+        offsets = self._offsets(key, key if teacher_key is None else teacher_key)
+        assert offsets is not None, f"{key} is not part of {teacher_key}"
+        parts = [self.indices(g, widths[g]) + o for g, o in zip(_leaves(key), offsets, strict=True)]
+        return torch.cat(parts)
 
     def _layer_indices(self, placed: PlacedLayer, plan: Plan) -> tuple[Tensor, Tensor]:
         """Input indices (expanded over flattened positions) and output indices of a layer."""
-        channels = self.indices(placed.in_group, plan.widths[placed.in_group])
+        channels = self.key_indices(placed.in_group, plan.widths, self.structure.layer_in_group[placed.layer])
         # a flattened (C, *S) input holds channel c at positions c * flat ... c * flat + flat - 1
         in_idx = (channels[:, None] * placed.flat + torch.arange(placed.flat)).reshape(-1)
         if not self.structure.produces[placed.layer]:
             return in_idx, in_idx
-        return in_idx, self.indices(placed.out_group, plan.widths[placed.out_group])
+        return in_idx, self.key_indices(placed.out_group, plan.widths)
+
+
+def _leaves(key: GroupKey) -> tuple[int, ...]:
+    return key if isinstance(key, tuple) else (key,)
 
 
 def build_plan(plan: Plan, inheritor: Inheritor | None) -> BuildResult:

@@ -21,13 +21,18 @@ from torch import Tensor, nn
 from archcompress.space.ir import (
     ActSpec,
     AdaptivePoolSpec,
+    ChannelNormSpec,
     ConvSpec,
     DropoutSpec,
     FlattenSpec,
     LayerSpec,
     LinearSpec,
+    MeanSpec,
     NormSpec,
     PoolSpec,
+    ScaleSpec,
+    ShuffleSpec,
+    SliceSpec,
 )
 
 Shape = tuple[int, ...]
@@ -104,6 +109,10 @@ class Handler(Generic[S]):
         """Whether the output channels are new (a weighted layer), not the input channels passed through."""
         return False
 
+    def fixes_channels(self, spec: S) -> bool:
+        """Whether the channels in and out must keep the teacher's width (grouped convs, slices, shuffles)."""
+        return False
+
     def out_shape(self, spec: S, shape: Shape) -> Shape:
         """Output shape for a per-sample input shape; raises :class:`ShapeError`."""
         return shape
@@ -163,6 +172,9 @@ class ConvHandler(Handler[ConvSpec]):
     def produces(self, spec: ConvSpec) -> bool:
         return not spec.depthwise
 
+    def fixes_channels(self, spec: ConvSpec) -> bool:
+        return spec.groups > 1 and not spec.depthwise  # widths must stay divisible by the group count
+
     def out_shape(self, spec: ConvSpec, shape: Shape) -> Shape:
         if len(shape) != spec.dim + 1 or shape[0] != spec.in_channels:
             raise ShapeError(f"a {spec.dim}-D conv for {spec.in_channels} channels gets input {shape}")
@@ -220,6 +232,8 @@ class ConvHandler(Handler[ConvSpec]):
 
     def inherit(self, spec: ConvSpec, teacher: nn.Module, in_idx: Tensor, out_idx: Tensor) -> dict[str, Tensor]:
         weight = tensor_attr(teacher, "weight")  # (C_out, C_in / groups, *kernel)
+        if weight.dim() == 2:  # a Linear on channels-last features is a 1x1 conv: (out, in) -> (out, in, 1, ...)
+            weight = weight.reshape(*weight.shape, *spec.kernel)
         weight = weight.index_select(0, out_idx)
         if spec.groups == 1:
             weight = weight.index_select(1, in_idx)
@@ -313,6 +327,98 @@ class NormHandler(Handler[NormSpec]):
         if getattr(teacher, "num_batches_tracked", None) is not None:
             state["num_batches_tracked"] = tensor_attr(teacher, "num_batches_tracked").clone()
         return state
+
+
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm over dim 1 of ``(B, C, *spatial)`` or ``(B, C)``, computed channels-last as ConvNeXt does."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True) -> None:
+        super().__init__()
+        self.num_features, self.eps = num_features, eps
+        self.weight = nn.Parameter(torch.ones(num_features)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(num_features)) if affine else None
+
+    def reset_parameters(self) -> None:
+        if self.weight is not None and self.bias is not None:
+            nn.init.ones_(self.weight)
+            nn.init.zeros_(self.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.layer_norm(x.movedim(1, -1), (self.num_features,), self.weight, self.bias, self.eps)
+        return y.movedim(-1, 1)
+
+
+class ChannelScale(nn.Module):
+    """``x * weight`` per channel of ``(B, C, *spatial)``."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num_features))
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.weight.view(-1, *((1,) * (x.dim() - 2)))
+
+
+class ChannelNormHandler(Handler[ChannelNormSpec]):
+    """ConvNeXt's LayerNorm on channels: ``nn.LayerNorm(C)`` after a channels-last permute, or ``LayerNorm2d``.
+
+    The tracer reads channels-last stretches (``permute(0, 2, 3, 1)`` ... ``permute(0, 3, 1, 2)``) as their
+    channels-first equivalents, so students carry no permutes.
+    """
+
+    spec_type = ChannelNormSpec
+    modules = (nn.LayerNorm,)
+
+    def from_module(self, module: nn.Module) -> ChannelNormSpec:
+        assert isinstance(module, nn.LayerNorm)
+        if len(module.normalized_shape) != 1:
+            raise Unsupported("a LayerNorm over more than the channels")
+        return ChannelNormSpec(module.normalized_shape[0], module.eps, module.elementwise_affine)
+
+    def out_shape(self, spec: ChannelNormSpec, shape: Shape) -> Shape:
+        if shape[0] != spec.num_features:  # (C, *spatial) or flat (C,) features
+            raise ShapeError(f"a LayerNorm over {spec.num_features} channels gets input {shape}")
+        return shape
+
+    def params(self, spec: ChannelNormSpec) -> int:
+        return 2 * spec.num_features if spec.affine else 0
+
+    def resize(self, spec: ChannelNormSpec, in_features: int, out_channels: int, kernel: int | None) -> ChannelNormSpec:
+        return ChannelNormSpec(in_features, spec.eps, spec.affine)
+
+    def build(self, spec: ChannelNormSpec) -> nn.Module:
+        return ChannelLayerNorm(spec.num_features, spec.eps, spec.affine)
+
+    def inherit(self, spec: ChannelNormSpec, teacher: nn.Module, in_idx: Tensor, out_idx: Tensor) -> dict[str, Tensor]:
+        if not spec.affine:
+            return {}
+        return {n: tensor_attr(teacher, n).index_select(0, in_idx).clone() for n in ("weight", "bias")}
+
+
+class ScaleHandler(Handler[ScaleSpec]):
+    """A per-channel learned scale (``x * gamma`` with a ``(C, 1, 1)`` or channels-last ``(C,)`` parameter)."""
+
+    spec_type = ScaleSpec
+
+    def out_shape(self, spec: ScaleSpec, shape: Shape) -> Shape:
+        if len(shape) < 2 or shape[0] != spec.num_features:
+            raise ShapeError(f"a scale of {spec.num_features} channels gets input {shape}")
+        return shape
+
+    def params(self, spec: ScaleSpec) -> int:
+        return spec.num_features
+
+    def resize(self, spec: ScaleSpec, in_features: int, out_channels: int, kernel: int | None) -> ScaleSpec:
+        return ScaleSpec(in_features)
+
+    def build(self, spec: ScaleSpec) -> nn.Module:
+        return ChannelScale(spec.num_features)
+
+    def inherit(self, spec: ScaleSpec, teacher: nn.Module, in_idx: Tensor, out_idx: Tensor) -> dict[str, Tensor]:
+        return {"weight": tensor_attr(teacher, "weight").reshape(-1).index_select(0, in_idx).clone()}
 
 
 # name -> (module class, keyword arguments with their defaults); the defaults make specs canonical
@@ -477,6 +583,125 @@ class AdaptivePoolHandler(Handler[AdaptivePoolSpec]):
         return classes[spec.mode, spec.dim](size)
 
 
+class GlobalMean(nn.Module):
+    """``x.mean(spatial dims)``: ``(B, C, *spatial) -> (B, C)``, or ``(B, C, 1, ...)`` with ``keepdim``."""
+
+    def __init__(self, keepdim: bool = False) -> None:
+        super().__init__()
+        self.keepdim = keepdim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.mean(tuple(range(2, x.dim())), keepdim=self.keepdim)
+
+
+class MeanHandler(Handler[MeanSpec]):
+    """``x.mean([2, 3])`` / ``torch.mean(x, (2, 3), keepdim)`` over every spatial dimension (MNASNet, ShuffleNet).
+
+    The spec does not record the dimensions: the tracer checks the traced output shape against
+    :meth:`out_shape`, which only the mean over exactly the spatial dimensions gives.
+    """
+
+    spec_type = MeanSpec
+    functions = (torch.mean,)
+    methods = ("mean",)
+
+    def from_call(self, target: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> MeanSpec:
+        bound = _bind(args, kwargs, ["dim", "keepdim"], {"dim": None, "keepdim": False})
+        if bound["dim"] is None or bound.get("dtype") is not None:
+            raise Unsupported("a mean over all dimensions or with a dtype (use x.mean([2, 3]))")
+        return MeanSpec(bool(bound["keepdim"]))
+
+    def out_shape(self, spec: MeanSpec, shape: Shape) -> Shape:
+        if len(shape) < 2:
+            raise ShapeError(f"a spatial mean gets input {shape} without spatial dimensions")
+        return (shape[0], *((1,) * (len(shape) - 1))) if spec.keepdim else (shape[0],)
+
+    def build(self, spec: MeanSpec) -> nn.Module:
+        return GlobalMean(spec.keepdim)
+
+
+def channel_shuffle(x: Tensor, groups: int) -> Tensor:
+    """ShuffleNet's shuffle: ``(B, g * n, *S) -> (B, n * g, *S)``, channel ``i * n + j`` moved to ``j * g + i``."""
+    b, c, *spatial = x.shape
+    return x.view(b, groups, c // groups, *spatial).transpose(1, 2).reshape(b, c, *spatial)
+
+
+class ChannelSlice(nn.Module):
+    """``x.narrow(1, start, length)``: channels ``start ... start + length - 1``."""
+
+    def __init__(self, start: int, length: int) -> None:
+        super().__init__()
+        self.start, self.length = start, length
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.narrow(1, self.start, self.length)
+
+
+class ChannelShuffle(nn.Module):
+    """:func:`channel_shuffle` as a module."""
+
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: Tensor) -> Tensor:
+        return channel_shuffle(x, self.groups)
+
+
+class SliceHandler(Handler[SliceSpec]):
+    """A channel range (the tracer turns ``x.chunk(k, 1)`` / ``x.split(s, 1)`` pieces into ``narrow`` calls).
+
+    Its channels are a new, fixed-width variable: a slice of shrunk channels would select other channels.
+    """
+
+    spec_type = SliceSpec
+    functions = (torch.narrow,)
+
+    def from_call(self, target: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> SliceSpec:
+        bound = _bind(args, kwargs, ["dim", "start", "length"], {})
+        if bound["dim"] != 1:
+            raise Unsupported("a slice along a dimension other than the channels")
+        return SliceSpec(int(bound["start"]), int(bound["length"]))
+
+    def produces(self, spec: SliceSpec) -> bool:
+        return True
+
+    def fixes_channels(self, spec: SliceSpec) -> bool:
+        return True
+
+    def out_shape(self, spec: SliceSpec, shape: Shape) -> Shape:
+        if len(shape) < 2 or shape[0] < spec.start + spec.length:
+            raise ShapeError(f"channels {spec.start}..{spec.start + spec.length - 1} of input {shape}")
+        return (spec.length, *shape[1:])
+
+    def build(self, spec: SliceSpec) -> nn.Module:
+        return ChannelSlice(spec.start, spec.length)
+
+
+class ShuffleHandler(Handler[ShuffleSpec]):
+    """Channel shuffle (the tracer recognises ShuffleNet's view-transpose-view); fixed widths, like a slice."""
+
+    spec_type = ShuffleSpec
+    functions = (channel_shuffle,)
+
+    def from_call(self, target: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> ShuffleSpec:
+        return ShuffleSpec(int(_bind(args, kwargs, ["groups"], {})["groups"]))
+
+    def produces(self, spec: ShuffleSpec) -> bool:
+        return True
+
+    def fixes_channels(self, spec: ShuffleSpec) -> bool:
+        return True
+
+    def out_shape(self, spec: ShuffleSpec, shape: Shape) -> Shape:
+        if len(shape) < 2 or shape[0] % spec.groups:
+            raise ShapeError(f"a channel shuffle in {spec.groups} groups gets input {shape}")
+        return shape
+
+    def build(self, spec: ShuffleSpec) -> nn.Module:
+        return ChannelShuffle(spec.groups)
+
+
 class DropoutHandler(Handler[DropoutSpec]):
     spec_type = DropoutSpec
     modules = (nn.Dropout, nn.Dropout1d, nn.Dropout2d)
@@ -521,9 +746,14 @@ HANDLERS: dict[type, Handler[Any]] = {
         ConvHandler(),
         LinearHandler(),
         NormHandler(),
+        ChannelNormHandler(),
+        ScaleHandler(),
         ActHandler(),
         PoolHandler(),
         AdaptivePoolHandler(),
+        MeanHandler(),
+        SliceHandler(),
+        ShuffleHandler(),
         DropoutHandler(),
         FlattenHandler(),
     )

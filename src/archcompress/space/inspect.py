@@ -19,6 +19,7 @@ def summary(space: CompressionSpace) -> dict[str, Any]:
             "name": u.name,
             "branch": u.branch,
             "parent": u.parent,
+            "join": u.join if u.kind == "block" else None,
             "in_shape": list(u.in_shape),
             "out_shape": list(u.out_shape),
             "params": u.params,
@@ -46,7 +47,8 @@ def _shape(shape: list[int]) -> str:
 
 
 def render_summary(data: dict[str, Any], title: str | None = None) -> Table:
-    """A ``rich`` table of :func:`summary` output; block members are indented under their block."""
+    """A ``rich`` table of :func:`summary` output; block members are indented under their block, gates and
+    concatenations are marked."""
     table = Table(title=title, caption=_caption(data["totals"]), show_lines=False)
     for column, justify in (
         ("#", "right"),
@@ -59,9 +61,12 @@ def render_summary(data: dict[str, Any], title: str | None = None) -> Table:
         ("group", "right"),
     ):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    for row in data["rows"]:
-        indent = "  " if row["parent"] is not None else ""
-        kind = row["kind"] + (" (shortcut)" if row["branch"] == "shortcut" else "")
+    depth: dict[int, int] = {}
+    for row in data["rows"]:  # pre-order: a block's row comes before its members'
+        depth[row["index"]] = 0 if row["parent"] is None else depth[row["parent"]] + 1
+        indent = "  " * depth[row["index"]]
+        join = {"mul": " (gate)", "cat": " (concat)"}.get(row.get("join") or "", "")
+        kind = row["kind"] + join + (" (shortcut)" if row["branch"] == "shortcut" else "")
         table.add_row(
             str(row["index"]),
             indent + kind,

@@ -62,6 +62,24 @@ class NormSpec:
 
 
 @dataclass(frozen=True)
+class ChannelNormSpec:
+    """LayerNorm over the channels at every position (ConvNeXt's ``permute`` + ``nn.LayerNorm(C)``)."""
+
+    op: ClassVar[str] = "channel_norm"
+    num_features: int
+    eps: float = 1e-5
+    affine: bool = True
+
+
+@dataclass(frozen=True)
+class ScaleSpec:
+    """A learned per-channel scale, ``x * gamma`` (ConvNeXt's layer scale)."""
+
+    op: ClassVar[str] = "scale"
+    num_features: int
+
+
+@dataclass(frozen=True)
 class ActSpec:
     """An element-wise activation, by name (``relu``, ``gelu`` ...), with its keyword arguments."""
 
@@ -96,6 +114,31 @@ class AdaptivePoolSpec:
 
 
 @dataclass(frozen=True)
+class MeanSpec:
+    """``x.mean(spatial dims)``: global average pooling to ``(C,)``, or ``(C, 1, ...)`` with ``keepdim``."""
+
+    op: ClassVar[str] = "mean"
+    keepdim: bool = False
+
+
+@dataclass(frozen=True)
+class SliceSpec:
+    """``x.narrow(1, start, length)``: a range of channels (a piece of ``x.chunk`` / ``x.split`` along dim 1)."""
+
+    op: ClassVar[str] = "slice"
+    start: int
+    length: int
+
+
+@dataclass(frozen=True)
+class ShuffleSpec:
+    """ShuffleNet's channel shuffle: ``(B, g * n, ...)`` viewed as ``(B, g, n, ...)``, transposed, flattened."""
+
+    op: ClassVar[str] = "shuffle"
+    groups: int
+
+
+@dataclass(frozen=True)
 class DropoutSpec:
     """``nn.Dropout`` (``channel_dim`` 0) or ``nn.Dropout1d/2d`` (whole channels, ``channel_dim`` 1/2)."""
 
@@ -112,17 +155,33 @@ class FlattenSpec:
 
 
 LayerSpec: TypeAlias = (
-    ConvSpec | LinearSpec | NormSpec | ActSpec | PoolSpec | AdaptivePoolSpec | DropoutSpec | FlattenSpec
+    ConvSpec
+    | LinearSpec
+    | NormSpec
+    | ChannelNormSpec
+    | ScaleSpec
+    | ActSpec
+    | PoolSpec
+    | AdaptivePoolSpec
+    | MeanSpec
+    | SliceSpec
+    | ShuffleSpec
+    | DropoutSpec
+    | FlattenSpec
 )
 
 
 @dataclass(frozen=True)
 class ResidualSpec:
-    """``body(x) + shortcut(x)``; an empty shortcut is the identity."""
+    """``body(x) + shortcut(x)`` (``join`` "add") or ``body(x) * shortcut(x)`` (``join`` "mul": a gate).
+
+    An empty shortcut is the identity; body and shortcut may hold residual specs themselves.
+    """
 
     op: ClassVar[str] = "residual"
     body: tuple[Spec, ...]
     shortcut: tuple[Spec, ...] = ()
+    join: str = "add"
 
 
 Spec: TypeAlias = LayerSpec | ResidualSpec
@@ -133,9 +192,14 @@ SPEC_TYPES: dict[str, type[Any]] = {
         ConvSpec,
         LinearSpec,
         NormSpec,
+        ChannelNormSpec,
+        ScaleSpec,
         ActSpec,
         PoolSpec,
         AdaptivePoolSpec,
+        MeanSpec,
+        SliceSpec,
+        ShuffleSpec,
         DropoutSpec,
         FlattenSpec,
         ResidualSpec,
@@ -185,7 +249,9 @@ def spec_to_dict(spec: Spec) -> dict[str, Any]:
     out: dict[str, Any] = {"op": spec.op}
     for f in dataclasses.fields(spec):
         value = getattr(spec, f.name)
-        if isinstance(spec, ResidualSpec):
+        if isinstance(spec, ResidualSpec) and f.name == "join":
+            out[f.name] = value
+        elif isinstance(spec, ResidualSpec):
             out[f.name] = [spec_to_dict(s) for s in value]
         elif f.name == "kwargs":
             out[f.name] = {k: v for k, v in value}
@@ -202,9 +268,12 @@ def spec_from_dict(data: dict[str, Any]) -> Spec:
     if cls is None:
         raise ValueError(f"unknown layer op {op!r}")
     if cls is ResidualSpec:
+        if fields.get("join", "add") not in ("add", "mul", "cat"):
+            raise ValueError(f"unknown join {fields['join']!r}")
         return ResidualSpec(
             body=tuple(spec_from_dict(s) for s in fields["body"]),
             shortcut=tuple(spec_from_dict(s) for s in fields.get("shortcut", [])),
+            join=str(fields.get("join", "add")),  # files written before gates existed hold additions only
         )
     if cls is ActSpec:
         return ActSpec(fn=fields["fn"], kwargs=tuple(sorted(fields.get("kwargs", {}).items())))

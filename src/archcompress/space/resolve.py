@@ -13,9 +13,19 @@ from dataclasses import dataclass
 
 from archcompress.errors import ArchcompressError
 from archcompress.space.candidate import Candidate
-from archcompress.space.channels import INPUT, Flow, channel_flow
+from archcompress.space.channels import INPUT, Flow, GroupKey, channel_flow
 from archcompress.space.handlers import Shape, ShapeError, handler
-from archcompress.space.ir import ConvSpec, FlattenSpec, LayerSpec, LinearSpec, ResidualSpec, Spec, StudentArch
+from archcompress.space.ir import (
+    ConvSpec,
+    FlattenSpec,
+    LayerSpec,
+    LinearSpec,
+    ResidualSpec,
+    ShuffleSpec,
+    SliceSpec,
+    Spec,
+    StudentArch,
+)
 from archcompress.space.units import Structure
 
 _DECIMALS = 6  # canonical ratios are rounded so that float noise cannot change a hash
@@ -34,8 +44,8 @@ class PlacedLayer:
     layer: int  # teacher layer id (CompressionSpace.layers)
     in_shape: Shape
     out_shape: Shape
-    in_group: int  # teacher channel group whose channel indices the input carries
-    out_group: int
+    in_group: GroupKey  # teacher channel group whose channel indices the input carries (a tuple: concatenated)
+    out_group: GroupKey
     flat: int  # spatial positions per channel in a flattened input (1 for feature maps)
     params: int
     macs: int
@@ -87,7 +97,7 @@ def kept_units(structure: Structure, candidate: Candidate) -> list[bool]:
         kept[unit] = candidate.keep[position]
     for unit in structure.removable:
         body = structure.units[unit].body
-        if body and not any(kept[u] for u in body):
+        if structure.units[unit].join == "add" and body and not any(kept[u] for u in body):
             kept[unit] = False
     return kept
 
@@ -116,7 +126,7 @@ class _Widths:
         self.flow = flow
         groups = structure.groups
         members: dict[int, list[int]] = {}
-        for var in (INPUT, *(v for v in flow.out_var.values() if v != INPUT)):
+        for var in (INPUT, *(v for v in flow.out_var.values() if v != INPUT and v not in flow.concat)):
             members.setdefault(flow.sets.find(var), []).append(structure.var_group[var])
         # precedence: fixed, then residual, then earliest teacher group
         self.chosen = {
@@ -131,9 +141,15 @@ class _Widths:
             else:
                 self.widths[group] = group_width(ratios[info.ratio_index], info.width, min_channels)
 
-    def group(self, var: int) -> int:
-        """Teacher group whose width and channel indices a variable takes."""
+    def group(self, var: int) -> GroupKey:
+        """Teacher group whose width and channel indices a variable takes (a tuple for a concatenation)."""
+        if var in self.flow.concat:
+            return tuple(self.chosen[leaf] for leaf in self.flow.leaves(var))
         return self.chosen[self.flow.sets.find(var)]
+
+    def width(self, key: GroupKey) -> int:
+        """Student channels of a group (summed over the leaves of a concatenation)."""
+        return sum(self.widths[g] for g in key) if isinstance(key, tuple) else self.widths[key]
 
 
 def canonical(structure: Structure, candidate: Candidate, min_channels: int) -> Candidate:
@@ -178,6 +194,8 @@ def resolve(structure: Structure, candidate: Candidate, min_channels: int) -> Pl
             raise InvalidCandidateError(f"kernel ratio {ratio} of kernel unit {position} is outside (0, 1]")
     kept = kept_units(structure, candidate)
     flow = channel_flow(structure.units, structure.main, structure.produces, lambda u: kept[u])
+    if flow.merged_concat:
+        raise InvalidCandidateError("a concatenation would be added to or multiplied with another tensor")
     widths = _Widths(structure, flow, candidate.ratios, min_channels)  # >= 1: ratios > 0, min_channels >= 1
     placer = _Placer(structure, candidate, kept, flow, widths)
     specs, shape, _ = placer.place(structure.main, structure.input_shape, 1, "layers")
@@ -222,7 +240,7 @@ class _Placer:
                 continue
             unit = self.structure.units[index]
             where = f"unit {index} ({unit.kind} {unit.name})"
-            if unit.kind == "block" and not any(self.kept[u] for u in unit.body):
+            if unit.kind == "block" and unit.join == "add" and not any(self.kept[u] for u in unit.body):
                 # an emptied body adds nothing: the projection shortcut alone stays, in line
                 inline, shape, flat = self.place(unit.shortcut, shape, flat, prefix, start + len(specs))
                 specs.extend(inline)
@@ -230,12 +248,27 @@ class _Placer:
             if unit.kind == "block":
                 path = f"{prefix}.{start + len(specs)}"
                 body, body_shape, body_flat = self.place(unit.body, shape, flat, f"{path}.body")
-                shortcut, shortcut_shape, _ = self.place(unit.shortcut, shape, flat, f"{path}.shortcut")
-                if body_shape != shortcut_shape:
+                shortcut, shortcut_shape, shortcut_flat = self.place(unit.shortcut, shape, flat, f"{path}.shortcut")
+                if unit.join == "cat":
+                    # channels of the body, then of the shortcut; the spatial sizes must agree
+                    if len(body_shape) < 2 or body_shape[1:] != shortcut_shape[1:]:
+                        raise InvalidCandidateError(
+                            f"{where}: cannot concatenate shapes {body_shape} and {shortcut_shape} along channels"
+                        )
+                    body_shape, body_flat = (body_shape[0] + shortcut_shape[0], *body_shape[1:]), 1
+                elif unit.join == "mul":
+                    # a gate (C, 1, ...) scales the shortcut's (C, *spatial) channel by channel
+                    fits = len(body_shape) == len(shortcut_shape) and body_shape[0] == shortcut_shape[0]
+                    if not fits or not (body_shape == shortcut_shape or set(body_shape[1:]) <= {1}):
+                        raise InvalidCandidateError(
+                            f"{where}: the gate gives shape {body_shape}, which cannot scale {shortcut_shape}"
+                        )
+                    body_shape, body_flat = shortcut_shape, shortcut_flat
+                elif body_shape != shortcut_shape:
                     raise InvalidCandidateError(
                         f"{where}: the body gives shape {body_shape} but the shortcut {shortcut_shape}"
                     )
-                specs.append(ResidualSpec(tuple(body), tuple(shortcut)))
+                specs.append(ResidualSpec(tuple(body), tuple(shortcut), unit.join))
                 shape, flat = body_shape, body_flat
                 continue
             for layer_id in unit.layers:
@@ -254,7 +287,14 @@ class _Placer:
         kernel = None
         if kernel_index is not None and isinstance(teacher.spec, ConvSpec):
             kernel = shrink_kernel(teacher.spec.kernel[0], self.candidate.kernel_ratios[kernel_index])
-        spec = h.resize(teacher.spec, shape[0], self.widths.widths[out_group], kernel)
+        leaves = in_group if isinstance(in_group, tuple) else (in_group,)
+        if isinstance(teacher.spec, SliceSpec | ShuffleSpec) and not all(
+            self.structure.groups[g].fixed for g in leaves
+        ):
+            # after removals, a slice or shuffle would cut or permute channels that may be shrunk (a grouped
+            # conv may: the divisibility check below covers it, and a re-routed input is freshly initialised)
+            raise InvalidCandidateError(f"{where}: a {teacher.spec.op} would read channels whose width is not fixed")
+        spec = h.resize(teacher.spec, shape[0], self.widths.width(out_group), kernel)
         if (
             isinstance(spec, ConvSpec)
             and spec.groups > 1

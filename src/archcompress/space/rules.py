@@ -5,13 +5,22 @@ convolution, a fully connected layer or average pooling. Removing any other laye
 input. Inside a residual block, body layers may be removed; the whole block may be removed when its shortcut
 is the identity (the shortcut then remains), never when it is a projection. Shortcut layers, flatten and
 adaptive (global) pooling are never removed because the network would no longer fit together.
+
+A gate (``x * gate(x)``, e.g. squeeze-and-excitation) is removed as a whole or not at all: without its pool
+or its sigmoid it would no longer be a gate. Removing it leaves ``x``, so it may go when ``x`` reaches it
+unchanged (identity shortcut). Inside a nested block the same rules apply at every level.
+
+Layers inside the branches of a concatenation (``torch.cat`` along channels) follow the body rules (an
+Inception branch may lose its 1x1 reduction; a branch emptied this way passes its input on as its segment);
+a concatenation of a tensor with a function of it, ``cat([x, f(x)])`` (a DenseNet dense layer), may be
+removed whole, leaving ``x``; a concatenation of two computed branches (Fire, Inception) is never removed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from archcompress.space.ir import AdaptivePoolSpec, ConvSpec, LayerSpec, LinearSpec, PoolSpec
+from archcompress.space.ir import AdaptivePoolSpec, ConvSpec, LayerSpec, LinearSpec, MeanSpec, PoolSpec
 
 
 @dataclass(frozen=True)
@@ -26,10 +35,12 @@ class RemovalRules:
     max_pool: bool = True  # max pooling (removing one multiplies every later layer's MACs, saves no params)
     body_layers: bool = True  # layers inside a residual block's body
     identity_blocks: bool = True  # a whole residual block whose shortcut is the identity
+    gates: bool = True  # a whole gate (squeeze-and-excitation) applied to an unchanged tensor
+    dense_layers: bool = True  # a dense layer, cat([x, f(x)]) (DenseNet): its segment leaves the concatenation
 
     def layer_removable(self, specs: tuple[LayerSpec, ...], *, first: bool, classifier: bool, branch: str) -> bool:
         """Whether a plain unit (a weighted layer with its norm/activation, or a single layer) may go."""
-        if branch == "shortcut" or (branch == "body" and not self.body_layers):
+        if branch in ("shortcut", "gate") or (branch in ("body", "concat") and not self.body_layers):
             return False
         if (first and not self.first_layer) or (classifier and not self.classifier):
             return False
@@ -41,11 +52,20 @@ class RemovalRules:
         if isinstance(head, PoolSpec):
             return self.avg_pool if head.mode == "avg" else self.max_pool
         # flatten and global pooling hold the classifier's input size together
-        return head.op not in ("flatten", AdaptivePoolSpec.op)
+        # slices and shuffles define which channels the next layers see
+        return head.op not in ("flatten", AdaptivePoolSpec.op, MeanSpec.op, "slice", "shuffle")
 
-    def block_removable(self, identity_shortcut: bool) -> bool:
-        """Whether a whole residual block may go (leaving its identity shortcut)."""
-        return identity_shortcut and self.identity_blocks
+    def block_removable(
+        self, identity_shortcut: bool, join: str = "add", branch: str = "main", identity_body: bool = False
+    ) -> bool:
+        """Whether a whole block may go, leaving its identity branch; ``join`` "mul" is a gate, "cat" a concat."""
+        if branch in ("shortcut", "gate"):
+            return False
+        if join == "cat":  # cat([x, f(x)]) without f(x) is x: a dense layer's segment leaves the concatenation
+            return (identity_shortcut or identity_body) and self.dense_layers
+        if not identity_shortcut:
+            return False
+        return self.gates if join == "mul" else self.identity_blocks
 
 
 DEFAULT_RULES = RemovalRules()

@@ -77,7 +77,7 @@ class CompressionSpace:
             raise ArchcompressError(
                 "the model has no Conv1d/Conv2d or Linear layer on its forward path: there is nothing to compress"
             )
-        modules = {layer.source: model.get_submodule(layer.source) for layer in structure.layers if layer.source}
+        modules = {layer.source: _source_module(model, layer.source) for layer in structure.layers if layer.source}
         return cls(
             structure,
             modules,
@@ -277,6 +277,22 @@ class CompressionSpace:
             f"shrink_groups={len(self.shrink_groups)}, kernel_units={len(self.kernel_units)}, "
             f"params={self.structure.params:,}, macs={self.structure.macs:,})"
         )
+
+
+class _ParameterHolder(nn.Module):
+    """A teacher parameter used directly in the forward (e.g. ConvNeXt's layer scale), as ``.weight``."""
+
+    def __init__(self, weight: nn.Parameter) -> None:
+        super().__init__()
+        self.weight = weight  # the teacher's own parameter, not a copy
+
+
+def _source_module(model: nn.Module, path: str) -> nn.Module:
+    """The module at ``path``, or a holder for the parameter at ``path``."""
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        return _ParameterHolder(model.get_parameter(path))
 
 
 def _check_ratio_set(name: str, values: Sequence[float]) -> None:

@@ -12,17 +12,23 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from archcompress.space.channels import INPUT, Flow, channel_flow
+from archcompress.errors import ArchcompressError
+from archcompress.space.channels import INPUT, Flow, GroupKey, channel_flow
 from archcompress.space.handlers import Shape, handler
 from archcompress.space.ir import (
     ActSpec,
     AdaptivePoolSpec,
+    ChannelNormSpec,
     ConvSpec,
     DropoutSpec,
     FlattenSpec,
     LinearSpec,
+    MeanSpec,
     NormSpec,
     PoolSpec,
+    ScaleSpec,
+    ShuffleSpec,
+    SliceSpec,
 )
 from archcompress.space.rules import RemovalRules
 from archcompress.space.trace import TracedBlock, TracedItem, TracedLayer
@@ -32,9 +38,14 @@ _KIND_OF: dict[type, str] = {
     ConvSpec: "conv",
     LinearSpec: "linear",
     NormSpec: "norm",
+    ChannelNormSpec: "norm",
+    ScaleSpec: "norm",  # a learned per-channel scale: the affine half of a norm
     ActSpec: "act",
     PoolSpec: "pool",
     AdaptivePoolSpec: "adaptive_pool",
+    MeanSpec: "adaptive_pool",  # x.mean(spatial dims) is global average pooling
+    SliceSpec: "flatten",  # reshaping ops without weights: the closest existing kind (FEATURE_SCHEMA v1)
+    ShuffleSpec: "flatten",
     DropoutSpec: "dropout",
     FlattenSpec: "flatten",
 }
@@ -104,9 +115,10 @@ class Unit:
     shrink_group: int | None  # position in Candidate.ratios of its output channels' group
     kernel_index: int | None  # position in Candidate.kernel_ratios
     parent: int | None  # the block this unit belongs to
-    branch: str  # "main" | "body" | "shortcut"
+    branch: str  # "main" | "body" | "gate" (the body of a "mul" block) | "shortcut"
     body: tuple[int, ...] = ()
     shortcut: tuple[int, ...] = ()  # empty for an identity shortcut
+    join: str = "add"  # blocks: "add" (residual, body + shortcut) or "mul" (gate, body * shortcut)
     features: tuple[float, ...] = field(default=(), repr=False)
 
 
@@ -133,8 +145,8 @@ class Structure:
     groups: tuple[ChannelGroup, ...]
     produces: tuple[bool, ...]  # per layer: opens new channels
     var_group: dict[int, int]  # channel variable (INPUT or producing layer id) -> static group
-    layer_in_group: tuple[int, ...]
-    layer_out_group: tuple[int, ...]
+    layer_in_group: tuple[GroupKey, ...]  # a tuple of leaf groups after a concatenation
+    layer_out_group: tuple[GroupKey, ...]
     removable: tuple[int, ...]  # unit index of each Candidate.keep entry
     shrinkable: tuple[int, ...]  # group index of each Candidate.ratios entry
     kernel_units: tuple[int, ...]  # unit index of each Candidate.kernel_ratios entry
@@ -155,6 +167,7 @@ class _Draft:
     shortcut: tuple[int, ...] = ()
     in_shape: Shape = ()
     out_shape: Shape = ()
+    join: str = "add"
 
 
 def build_structure(
@@ -166,6 +179,11 @@ def build_structure(
     main = _add_sequence(items, None, "main", layers, drafts)
     produces = tuple(handler(layer.spec).produces(layer.spec) for layer in layers)
     flow = channel_flow(drafts, main, produces, lambda _: True)
+    if flow.merged_concat:
+        raise ArchcompressError(
+            "cannot compress this model: a concatenation (torch.cat) whose output is added to or multiplied "
+            "with another tensor is not supported; concatenations must feed layers (DenseNet, Inception)"
+        )
     groups, var_group = _static_groups(flow, layers, produces, input_shape)
     layer_in = tuple(_group_of(flow, var_group, flow.in_var[i]) for i in range(len(layers)))
     layer_out = tuple(_group_of(flow, var_group, flow.out_var[i]) for i in range(len(layers)))
@@ -182,10 +200,13 @@ def build_structure(
     for index, d in enumerate(drafts):
         specs = tuple(layers[i].spec for i in d.layers)
         if d.kind == "block":
-            removable = rules.block_removable(identity_shortcut=not d.shortcut)
-            params = sum(costs[i][0] for u in (*d.body, *d.shortcut) for i in drafts[u].layers)
-            macs = sum(costs[i][1] for u in (*d.body, *d.shortcut) for i in drafts[u].layers)
-            out_group: int | None = layer_out[drafts[d.body[-1]].layers[-1]]
+            removable = rules.block_removable(
+                identity_shortcut=not d.shortcut, join=d.join, branch=d.branch, identity_body=not d.body
+            )
+            inside = _layers_within(drafts, index)
+            params = sum(costs[i][0] for i in inside)
+            macs = sum(costs[i][1] for i in inside)
+            out_group: GroupKey | None = layer_out[inside[-1]] if d.join != "cat" else None
         else:
             removable = rules.layer_removable(
                 specs, first=index == first, classifier=index == classifier, branch=d.branch
@@ -207,12 +228,13 @@ def build_structure(
                 macs=macs,
                 removable=removable,
                 keep_index=len(keep_units) if removable else None,
-                shrink_group=None if out_group is None else groups[out_group].ratio_index,
+                shrink_group=groups[out_group].ratio_index if isinstance(out_group, int) else None,
                 kernel_index=len(kernel_units) if can_shrink_kernel else None,
                 parent=d.parent,
                 branch=d.branch,
                 body=d.body,
                 shortcut=d.shortcut,
+                join=d.join,
             )
         )
         if removable:
@@ -256,17 +278,20 @@ def _add_sequence(
         index = len(drafts)
         indices.append(index)
         if isinstance(item, TracedBlock):
-            sources = [layer.source for layer in (*item.body, *item.shortcut) if layer.source]
-            draft = _Draft("block", _common_prefix(sources) or item.node, parent, branch)
+            sources = [layer.source for layer in _traced_layers(item) if layer.source]
+            draft = _Draft("block", _common_prefix(sources) or item.node, parent, branch, join=item.join)
             draft.in_shape, draft.out_shape = item.in_shape, item.out_shape
             drafts.append(draft)
-            draft.body = tuple(_add_sequence(item.body, index, "body", layers, drafts))
-            draft.shortcut = tuple(_add_sequence(item.shortcut, index, "shortcut", layers, drafts))
+            body_branch, shortcut_branch = {"add": ("body", "shortcut"), "mul": ("gate", "shortcut")}.get(
+                item.join, ("concat", "concat")
+            )
+            draft.body = tuple(_add_sequence(item.body, index, body_branch, layers, drafts))
+            draft.shortcut = tuple(_add_sequence(item.shortcut, index, shortcut_branch, layers, drafts))
             continue
         group = [item]
         if isinstance(item.spec, ConvSpec | LinearSpec):
             # a weighted layer takes the batch norm and then the activation that directly follow it
-            for follower in (NormSpec, ActSpec):
+            for follower in (NormSpec | ChannelNormSpec, ActSpec):
                 nxt = items[position] if position < len(items) else None
                 if isinstance(nxt, TracedLayer) and isinstance(nxt.spec, follower):
                     group.append(nxt)
@@ -277,6 +302,22 @@ def _add_sequence(
         draft.in_shape, draft.out_shape = group[0].in_shape, group[-1].out_shape
         drafts.append(draft)
     return indices
+
+
+def _traced_layers(block: TracedBlock) -> list[TracedLayer]:
+    """Every layer inside a traced block (nested blocks included), body first."""
+    found: list[TracedLayer] = []
+    for item in (*block.body, *block.shortcut):
+        found.extend(_traced_layers(item) if isinstance(item, TracedBlock) else [item])
+    return found
+
+
+def _layers_within(drafts: Sequence[_Draft], index: int) -> list[int]:
+    """Layer ids of a block's body (then shortcut) units, nested blocks included, in order."""
+    found: list[int] = []
+    for unit in (*drafts[index].body, *drafts[index].shortcut):
+        found.extend(_layers_within(drafts, unit) if drafts[unit].kind == "block" else drafts[unit].layers)
+    return found
 
 
 def _common_prefix(paths: Sequence[str]) -> str:
@@ -294,8 +335,14 @@ def _common_prefix(paths: Sequence[str]) -> str:
     return ".".join(common)
 
 
-def _group_of(flow: Flow, var_group: dict[int, int], var: int) -> int:
+def _group_of(flow: Flow, var_group: dict[int, int], var: int) -> GroupKey:
+    if var in flow.concat:
+        return tuple(var_group[leaf] for leaf in flow.leaves(var))
     return var_group[flow.sets.find(var)]
+
+
+def _leaf_groups(key: GroupKey) -> tuple[int, ...]:
+    return key if isinstance(key, tuple) else (key,)
 
 
 def _static_groups(
@@ -317,11 +364,12 @@ def _static_groups(
         if produces[i]:
             group = var_group[i]
             producers.setdefault(group, []).append(i)
-            widths.setdefault(group, spec.out_channels if isinstance(spec, ConvSpec) else spec.out_features)  # type: ignore[union-attr]
-        if isinstance(spec, ConvSpec) and spec.groups > 1 and not spec.depthwise:
-            # grouped convs need widths divisible by their group count: keep those channels as they are
-            fixed.add(var_group[flow.sets.find(flow.in_var[i])])
-            fixed.add(var_group[flow.sets.find(flow.out_var[i])])
+            widths.setdefault(group, layer.out_shape[0])
+        if handler(spec).fixes_channels(spec):
+            # grouped convs need widths divisible by their group count; a slice or a shuffle of shrunk
+            # channels would pick other channels than the teacher's: keep those channels as they are
+            for var in (flow.in_var[i], flow.out_var[i]):
+                fixed.update(_leaf_groups(_group_of(flow, var_group, var)))
     residual = {var_group[flow.sets.find(v)] for v in flow.merged}
     groups: list[ChannelGroup] = []
     next_ratio = 0
@@ -396,10 +444,10 @@ def _with_features(
         "out_size": _log2(out_size) / 16,
         "position": unit.index / max(1, len(units) - 1),
         "is_block": float(unit.kind == "block"),
-        "in_body": float(unit.branch == "body"),
+        "in_body": float(unit.branch in ("body", "gate", "concat")),
         "in_shortcut": float(unit.branch == "shortcut"),
         "identity_shortcut": float(unit.kind == "block" and not unit.shortcut),
-        "has_norm": float(any(isinstance(s, NormSpec) for s in specs[1:])),
+        "has_norm": float(any(isinstance(s, NormSpec | ChannelNormSpec) for s in specs[1:])),
         "has_act": float(any(isinstance(s, ActSpec) for s in specs[1:])),
         "removable": float(unit.removable),
         "shrinkable": float(unit.shrink_group is not None),

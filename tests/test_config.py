@@ -227,6 +227,6 @@ def test_target_syntax(text: str, value: float) -> None:
 def test_a_config_with_the_old_pooling_switch_reads_as_removable_kinds(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text("teacher: t.pt\nout: run\nspace:\n  remove_pooling: false\n")
-    assert CompressConfig.from_yaml(path).space.removable == ("block", "body")
+    assert CompressConfig.from_yaml(path).space.removable == ("block", "body", "gate", "dense-layer")
     path.write_text("teacher: t.pt\nout: run\nspace:\n  remove_pooling: true\n")
-    assert CompressConfig.from_yaml(path).space.removable == ("block", "body", "max-pool")
+    assert CompressConfig.from_yaml(path).space.removable == ("block", "body", "max-pool", "gate", "dense-layer")

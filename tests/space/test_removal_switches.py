@@ -21,13 +21,17 @@ class AllKinds(nn.Module):
         self.down = nn.Sequential(nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU())  # 28 -> 14
         self.max_pool = nn.MaxPool2d(2)  # 14 -> 7
         self.body = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
+        self.squeeze = nn.Sequential(nn.Conv2d(8, 4, 1), nn.ReLU(), nn.Conv2d(4, 8, 1), nn.Sigmoid())
+        self.dense = nn.Sequential(nn.Conv2d(8, 4, 3, padding=1), nn.ReLU())
         self.avg_pool = nn.AvgPool2d(2)  # 7 -> 3
-        self.hidden = nn.Sequential(nn.Linear(8 * 3 * 3, 32), nn.ReLU())
+        self.hidden = nn.Sequential(nn.Linear(12 * 3 * 3, 32), nn.ReLU())
         self.classifier = nn.Linear(32, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 28, 28)
         x = self.max_pool(self.down(self.first(x)))
         x = torch.relu(x + self.body(x))  # an identity residual block
+        x = x * self.squeeze(x.mean((2, 3), keepdim=True))  # a squeeze-and-excitation gate
+        x = torch.cat([x, self.dense(x)], 1)  # a dense layer: (B, 8 + 4, 7, 7)
         return self.classifier(self.hidden(torch.flatten(self.avg_pool(x), 1)))
 
 
@@ -36,8 +40,8 @@ def kind_of(space: CompressionSpace, unit_index: int) -> str:
     body_layers, identity_blocks, or other."""
     unit = space.units[unit_index]
     if unit.kind == "block":
-        return "identity_blocks"
-    if unit.branch == "body":
+        return {"add": "identity_blocks", "mul": "gates", "cat": "dense_layers"}[unit.join]
+    if unit.branch in ("body", "concat"):
         return "body_layers"
     spec = space.layers[unit.layers[0]].spec if unit.layers else None
     if unit.name.startswith("first"):
@@ -87,7 +91,7 @@ def test_removable_kinds_map_one_to_one_onto_the_switches() -> None:
     from archcompress.space.options import DEFAULT_REMOVABLE, REMOVABLE_KINDS, SpaceOptions
 
     assert SpaceOptions().rules() == RemovalRules()  # the default kinds are the default rules
-    assert set(DEFAULT_REMOVABLE) == {"block", "body", "max-pool"}
+    assert set(DEFAULT_REMOVABLE) == {"block", "body", "max-pool", "gate", "dense-layer"}
     for kind, switch in REMOVABLE_KINDS.items():
         rules = SpaceOptions(removable=(kind,)).rules()
         on = {f.name for f in dataclasses.fields(rules) if getattr(rules, f.name)}

@@ -19,6 +19,8 @@ REMOVABLE_KINDS = {
     "avg-pool": "avg_pool",  # average pooling with a fixed window
     "linear": "linear",  # hidden fully connected layers
     "strided-conv": "strided_conv",  # convolutions with a stride above 1 (the resolution then stays higher)
+    "gate": "gates",  # a whole squeeze-and-excitation gate
+    "dense-layer": "dense_layers",  # a DenseNet dense layer (its segment leaves the concatenation)
 }
 DEFAULT_REMOVABLE = tuple(kind for kind, switch in REMOVABLE_KINDS.items() if getattr(DEFAULT_RULES, switch))
 

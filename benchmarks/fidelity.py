@@ -10,7 +10,7 @@ with its cost in training epochs per candidate:
 - ``snapshot_l2@k``: val L2 distance to the teacher's logits at the same point (lower is better);
 - ``short_acc@k``: val accuracy of a separate run of k epochs with its own schedule (what ``compress`` does per
   candidate today with ``--epochs k``, and what ``--finalists`` does with ``--finalist-epochs k``);
-- ``params`` and ``macs`` (fewer is ranked better: free to compute).
+- ``params`` and ``macs`` (the larger student ranked better: free to compute).
 
 It also replays two ways of choosing a student among the candidates, as ``compress`` would: the best
 ``short_acc@1`` (today's search proxy) and ``--finalists 3 --finalist-epochs 10`` (the three best by
@@ -71,6 +71,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rederive", action="store_true", help="recompute the proxies of an existing results file")
     return parser.parse_args()
 
 
@@ -144,6 +145,9 @@ def tau(proxy: list[float], truth: list[float]) -> float:
 
 def main() -> None:
     args = parse_args()
+    if args.rederive:
+        rederive(RESULTS / f"fidelity-{args.name}.json")
+        return
     torch.set_num_threads(args.threads)
     snapshots = [int(k) for k in args.snapshots.split(",")]
     shorts = [int(k) for k in args.short.split(",")]
@@ -186,18 +190,7 @@ def main() -> None:
               f"short@1 {row['short_val_accuracy'].get('1', float('nan')):.2%}", flush=True)  # fmt: skip
 
     truth = [r["test_accuracy"] for r in rows]
-    proxies: list[dict[str, Any]] = []
-    for k in snapshots:
-        if k <= args.final_epochs:
-            proxies.append({"proxy": f"snapshot_acc@{k}", "epochs": k,
-                            "tau": tau([r["val_accuracy_curve"][k - 1] for r in rows], truth)})  # fmt: skip
-            proxies.append({"proxy": f"snapshot_l2@{k}", "epochs": k,
-                            "tau": tau([-r["val_l2_curve"][k - 1] for r in rows], truth)})  # fmt: skip
-    for k in shorts:
-        proxies.append({"proxy": f"short_acc@{k}", "epochs": k,
-                        "tau": tau([r["short_val_accuracy"][str(k)] for r in rows], truth)})  # fmt: skip
-    proxies.append({"proxy": "params", "epochs": 0, "tau": tau([-r["params"] for r in rows], truth)})
-    proxies.append({"proxy": "macs", "epochs": 0, "tau": tau([-r["macs"] for r in rows], truth)})
+    proxies = proxy_taus(rows, [k for k in snapshots if k <= args.final_epochs], shorts)
     choices = choice_replays(rows, shorts)
 
     meta = {"archcompress": archcompress.__version__, "torch": torch.__version__, "machine": platform.platform(),
@@ -216,6 +209,35 @@ def main() -> None:
     for name, choice in choices.items():
         print(f"  choice {name:<28} test {choice['test_accuracy']:.2%} ({choice['epochs']} epochs in all)")
     print(f"written to {path}")
+
+
+def proxy_taus(rows: list[dict[str, Any]], snapshots: list[int], shorts: list[int]) -> list[dict[str, Any]]:
+    """Each proxy's Kendall tau against the final test accuracy, and its cost in epochs per candidate."""
+    truth = [r["test_accuracy"] for r in rows]
+    proxies: list[dict[str, Any]] = []
+    for k in snapshots:
+        proxies.append({"proxy": f"snapshot_acc@{k}", "epochs": k,
+                        "tau": tau([r["val_accuracy_curve"][k - 1] for r in rows], truth)})  # fmt: skip
+        proxies.append({"proxy": f"snapshot_l2@{k}", "epochs": k,
+                        "tau": tau([-r["val_l2_curve"][k - 1] for r in rows], truth)})  # fmt: skip
+    for k in shorts:
+        proxies.append({"proxy": f"short_acc@{k}", "epochs": k,
+                        "tau": tau([r["short_val_accuracy"][str(k)] for r in rows], truth)})  # fmt: skip
+    proxies.append({"proxy": "params", "epochs": 0, "tau": tau([r["params"] for r in rows], truth)})
+    proxies.append({"proxy": "macs", "epochs": 0, "tau": tau([r["macs"] for r in rows], truth)})
+    return proxies
+
+
+def rederive(path: Path) -> None:
+    """Recompute the proxies and choices of a results file from its stored curves (no training)."""
+    result = json.loads(path.read_text())
+    setting, rows = result["setting"], result["candidates"]
+    snapshots = [int(k) for k in setting["snapshots"].split(",") if int(k) <= setting["final_epochs"]]
+    shorts = [int(k) for k in setting["short"].split(",")]
+    result["proxies"] = proxy_taus(rows, snapshots, shorts)
+    result["choices"] = choice_replays(rows, shorts)
+    atomic_write_text(path, json.dumps(result, indent=1) + "\n")
+    print(f"re-derived {path}")
 
 
 def choice_replays(rows: list[dict[str, Any]], shorts: list[int]) -> dict[str, dict[str, Any]]:

@@ -64,6 +64,7 @@ def test_models_lists_every_zoo_model_with_its_description() -> None:
     assert f"any of torchvision's {len(torchvision_classifiers())} classification models" in row(
         result.stdout, "torchvision:NAME"
     )
+    assert "nothing downloaded" in row(result.stdout, "timm:NAME")
     assert "nn.Module" in row(result.stdout, "path/to/file.py:Factory")
     assert "importable module" in row(result.stdout, "package.module:Factory")
     assert "width=FLOAT" in result.stdout

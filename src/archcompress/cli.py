@@ -165,7 +165,7 @@ def models() -> None:
         f"any of torchvision's {len(torchvision_classifiers())} classification models, random init "
         "(e.g. torchvision:resnet50, torchvision:mobilenet_v2)",
     )
-    table.add_row("timm:NAME", "any timm model, random init, nothing downloaded (needs pip install 'archcompress[timm]')")
+    table.add_row("timm:NAME", "any timm model, random init, nothing downloaded (needs the optional timm package)")
     table.add_row("path/to/file.py:Factory", "your own model: Factory(num_classes=..., input_shape=...) -> nn.Module")
     table.add_row("package.module:Factory", "the same, from an importable module")
     stdout_console().print(table)

@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from archcompress.api import train_teacher
-from archcompress.distill import TrainConfig
 from archcompress.space import load_student
 from cli_helpers import invoke, report_of
 
@@ -18,15 +16,13 @@ TINY = ["--epochs", "1", "--subset", "200", "--final-epochs", "1", "--device", "
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def teacher(tiny_teacher: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     home = tmp_path_factory.mktemp("home")
-    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ARCHCOMPRESS_HOME", str(home))
         before = torch.get_num_threads()
         torch.set_num_threads(1)
-        train_teacher("vgg11", "digits", path, model_kwargs={"width": 0.25}, train=TrainConfig(epochs=3, augment=False))
-        yield path
+        yield tiny_teacher
         torch.set_num_threads(before)
 
 
@@ -51,7 +47,9 @@ def test_prune_prunes_the_teacher_to_the_target_and_distils_it(teacher: Path, tm
     report = report_of(run)
     assert report["method"] == "prune" and report["search"]["evaluations"] == 0
     assert report["student"]["method"] == "prune" and 0 < report["student"]["pruning_ratio"] < 1
-    assert report["target"]["met"] and 10 <= report["compression"]["params"] <= 10 / 0.95
+    # the limit is met (pruning again lower when it lands over), and pruning lands close to it (coarse steps on
+    # this small teacher)
+    assert report["target"]["met"] and 10 <= report["compression"]["params"] <= 10 / 0.9
     assert 0.0 <= report["student"]["test_accuracy"] <= 1.0
     student = load_student(run / "student")
     assert sum(p.numel() for p in student.parameters()) == report["student"]["params"]

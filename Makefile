@@ -7,7 +7,8 @@ STAMP  := $(VENV)/.installed
 TORCH  := torch==2.14.1 torchvision==0.29.1
 DEMO   := runs/demo
 
-.PHONY: venv demo demo-figures test lint typecheck pytest bench bench-vgg11 bench-small bench-resnet20 bench-quick clean
+.PHONY: venv demo demo-figures test lint typecheck pytest bench bench-vgg11 bench-small bench-resnet20 bench-quick \
+	gpu-check clean
 
 venv: $(STAMP)
 
@@ -93,6 +94,11 @@ bench-vgg11: $(STAMP)
 	$(BIN)/python benchmarks/quality.py --name vgg11-mnist5k-high --seeds 0 1 2 --targets 200 500 \
 		--methods n2n prune uniform random embedding
 	$(BIN)/python benchmarks/embedding.py
+
+# On a machine with one GPU, at most ~8 minutes: the CUDA path, GPU vs CPU distillation throughput, candidates per
+# minute with 1, 2, 4, 8 candidates sharing the GPU, and one end-to-end compress; writes benchmarks/results/gpu.json.
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py --device cuda --out benchmarks/results/gpu.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -8,7 +8,7 @@ TORCH  := torch==2.14.1 torchvision==0.29.1
 DEMO   := runs/demo
 
 .PHONY: venv demo demo-figures test lint typecheck pytest bench bench-vgg11 bench-small bench-resnet20 bench-quick \
-	gpu-check clean
+	gpu-check bench-parallel clean
 
 venv: $(STAMP)
 
@@ -99,6 +99,11 @@ bench-vgg11: $(STAMP)
 # minute with 1, 2, 4, 8 candidates sharing the GPU, and one end-to-end compress; writes benchmarks/results/gpu.json.
 gpu-check: $(STAMP)
 	$(BIN)/python benchmarks/gpu_check.py --device cuda --out benchmarks/results/gpu.json
+
+# On the CPU: one N2N search of 60 evaluations (1-D CNN, mnist1d, 300x) with inline, process and ray (2 workers),
+# and one epoch of a tiny and a large student at 1 and 2 threads; writes benchmarks/results/parallel.json.
+bench-parallel: $(STAMP)
+	$(BIN)/python benchmarks/parallel.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import torch
 
 from archcompress.errors import ArchcompressError, first_line
-from archcompress.evaluate.worker import EvalContext, EvalOutcome, run_job
+from archcompress.evaluate.worker import EvalContext, EvalOutcome, preload_logits, run_job
 
 Job = tuple[dict[str, Any], int]  # (candidate dict, seed)
 EXECUTORS = ("inline", "process", "ray")
@@ -98,14 +98,29 @@ class InlineExecutor:
         pass
 
 
-def _init_process_worker(threads: int, gpus: Any = None) -> None:
-    """Set up one pool worker; ``gpus`` (a queue of GPU ids) hands each worker its GPU before CUDA starts."""
+def _init_process_worker(threads: int, gpus: Any = None, logits: tuple[str, torch.Tensor] | None = None) -> None:
+    """Set up one pool worker; ``gpus`` (a queue of GPU ids) hands each worker its GPU before CUDA starts, and
+    ``logits`` (fingerprint, the teacher's training logits in shared memory) spares it reading them from disk."""
     if gpus is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpus.get(timeout=60)  # "cuda" is now this worker's share
+    if logits is not None:
+        preload_logits(*logits)
     torch.set_num_threads(threads)  # so that N workers on N cores do not oversubscribe them
     # A terminal's Ctrl-C reaches the whole process group: only the parent handles it (it stops the pool), so
     # workers do not die one by one with KeyboardInterrupt tracebacks.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _shared_logits(context: EvalContext) -> tuple[str, torch.Tensor] | None:
+    """The teacher's training logits of ``context`` (from this process's set-up) in shared memory, or None when
+    the teacher runs live (augmentation)."""
+    if context.budget.augment:
+        return None
+    from archcompress.evaluate.worker import training_logits, worker_state
+
+    state = worker_state(context)
+    logits = training_logits(context, state.teacher, state.splits, torch.device("cpu"))
+    return context.fingerprint(), logits.share_memory_()  # workers map these pages instead of copying them
 
 
 class ProcessExecutor:
@@ -124,7 +139,9 @@ class ProcessExecutor:
         self.gpus = gpu_slots(workers, workers_per_gpu, visible_gpus()) if shares_gpus(device) else None
         self._pool: ProcessPoolExecutor | None = None
 
-    def _get_pool(self) -> ProcessPoolExecutor:
+    def _get_pool(self, eval_context: EvalContext | None = None) -> ProcessPoolExecutor:
+        """The pool, started on first use; its workers get ``eval_context``'s teacher logits in shared memory (a
+        later context of another teacher or budget is set up from the disk cache, as before)."""
         if self._pool is None:
             context = multiprocessing.get_context("spawn")  # fork + torch threads can deadlock
             slots = None
@@ -132,8 +149,12 @@ class ProcessExecutor:
                 slots = context.Queue()
                 for gpu in self.gpus:
                     slots.put(gpu)
+            shared = _shared_logits(eval_context) if eval_context is not None else None
             self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=context, initializer=_init_process_worker, initargs=(self.threads, slots)
+                self.workers,
+                mp_context=context,
+                initializer=_init_process_worker,
+                initargs=(self.threads, slots, shared),
             )
         return self._pool
 
@@ -158,12 +179,12 @@ class ProcessExecutor:
                 if not in_flight:
                     index = alone.popleft()
                     candidate, seed = jobs[index]
-                    in_flight[self._get_pool().submit(safe_run_job, context, candidate, seed)] = (index, True)
+                    in_flight[self._get_pool(context).submit(safe_run_job, context, candidate, seed)] = (index, True)
             else:
                 while pending:
                     index = pending.popleft()
                     candidate, seed = jobs[index]
-                    in_flight[self._get_pool().submit(safe_run_job, context, candidate, seed)] = (index, False)
+                    in_flight[self._get_pool(context).submit(safe_run_job, context, candidate, seed)] = (index, False)
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in done:
                 index, ran_alone = in_flight.pop(future)

@@ -90,6 +90,14 @@ class WorkerState:
 # their training-set logits) in memory.
 MAX_CACHED_STATES = 2
 _STATES: OrderedDict[str, WorkerState] = OrderedDict()
+# Teacher logits handed to this process when it started (a process pool's shared-memory tensors), by fingerprint.
+_PRELOADED: dict[str, torch.Tensor] = {}
+
+
+def preload_logits(fingerprint: str, logits: torch.Tensor) -> None:
+    """Give this process the training logits of a context before its first job (no disk read, no recompute)."""
+    _PRELOADED.clear()  # one search at a time per pool
+    _PRELOADED[fingerprint] = logits
 
 
 def worker_state(context: EvalContext, logits: torch.Tensor | None = None) -> WorkerState:
@@ -114,6 +122,8 @@ def worker_state(context: EvalContext, logits: torch.Tensor | None = None) -> Wo
         if budget.subset is not None:
             train = _subset(train, budget.subset)[0]
     else:
+        if logits is None:
+            logits = _PRELOADED.get(key)
         if logits is None:
             logits = training_logits(context, teacher, splits, device)
         if budget.subset is not None:

@@ -122,13 +122,37 @@ def load_average() -> list[float] | None:
         return None
 
 
+def markdown_table(result: dict[str, Any]) -> str:
+    """The table of docs/benchmarks.md, made from a gpu.json."""
+    kind = "" if result["gpu_run"] else " (NOT A GPU RUN)"
+    throughput = result["throughput"]
+    lines = [
+        f"Device: {result['device']}{kind}; torch {result['torch']}, CUDA {result['cuda']}. "
+        f"Distillation of a {throughput['student']} student: {throughput['device_samples_per_second']:.0f} "
+        f"samples/s on the device vs {throughput['cpu_samples_per_second']:.0f} on the CPU "
+        f"({throughput['speedup']:.1f}x).",
+        "",
+        "| candidates at once (k) | candidates per minute | vs k = 1 |",
+        "|---|---|---|",
+    ]
+    base = result["concurrency"][0]["candidates_per_minute"]
+    for row in result["concurrency"]:
+        lines.append(f"| {row['workers_per_gpu']} | {row['candidates_per_minute']:.1f} | "
+                     f"{row['candidates_per_minute'] / base:.2f}x |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", help="cuda (the check) or cpu (a dry run of the script)")
     parser.add_argument("--quick", action="store_true", help="every step small: a test that the script works")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--ks", default=None, help="candidates per GPU to try, e.g. 1,2,4,8")
+    parser.add_argument("--table", type=Path, default=None, help="print the doc table of this gpu.json, exit")
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table(json.loads(args.table.read_text())))
+        return
     device = resolve_device(args.device)  # refuses cuda without a GPU, in one line
     gpu_run = device.type == "cuda"
     quick = args.quick
@@ -220,6 +244,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps({key: out[key] for key in ("device", "best_workers_per_gpu", "best_vs_k1", "goal_met")}))
+    print(markdown_table(out))
     print(f"written to {args.out} in {out['seconds']:.0f} s")
 
 

@@ -11,6 +11,7 @@ Writes ``benchmarks/results/parallel.json`` with the machine's load average befo
 shared with other work the timings are not measurements of parallel speed-up, and the file says so.
 
     .venv/bin/python benchmarks/parallel.py [--evaluations 60] [--workers 2] [--executors inline process ray]
+        [--machine-shared]   # when other work runs on the machine (top shows it): the results then say so
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ RESULTS = Path(__file__).parent / "results" / "parallel.json"
 BURN = "while True: pass"
 # the space of the quality benchmark's cnn1d runs (bench-small): narrow ratios reach 300x
 SPACE = SpaceOptions(ratios=(0.02, 0.04, 0.06, 0.1, 0.15, 0.25, 0.5, 1.0), min_channels=2, remove_pooling=False)
+
+
+SHARED_NOTE = (
+    "measured on a machine shared with other work (see each load_average_before): not a measurement of parallel "
+    "speed-up on an idle machine"
+)
 
 
 def load_average() -> list[float]:
@@ -108,6 +115,29 @@ def thread_figures(context: EvalContext) -> list[dict[str, Any]]:
     return rows
 
 
+def markdown_tables(result: dict[str, Any]) -> str:
+    """The two tables of docs/benchmarks.md, made from a parallel.json (a test checks that the doc shows them)."""
+    lines = [
+        "| executor (2 workers) | search seconds | vs inline | load average before (1, 5, 15 min) |",
+        "|---|---|---|---|",
+    ]
+    inline = result.get("inline_seconds")
+    for name, row in result["executors"].items():
+        ratio = f"{inline / row['search_seconds']:.2f}x" if inline else "-"
+        load = ", ".join(f"{x:g}" for x in row["load_average_before"])
+        lines.append(f"| {name} | {row['search_seconds']:.1f} | {ratio} | {load} |")
+    lines += [
+        "",
+        "| student | params | MACs | threads | load added | epoch seconds | load average before |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in result["threads"]:
+        load = ", ".join(f"{x:g}" for x in row["load_average_before"])
+        lines.append(f"| {row['student']} | {row['params']} | {row['macs']} | {row['threads']} | {row['added_load']} "
+                     f"| {row['epoch_seconds']:.2f} | {load} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--evaluations", type=int, default=60)
@@ -117,7 +147,14 @@ def main() -> None:
     parser.add_argument("--teacher-epochs", type=int, default=10)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--skip-threads", action="store_true", help="only the executor comparison")
+    parser.add_argument(
+        "--machine-shared", action="store_true", help="record that other work shared the machine (see top first)"
+    )
+    parser.add_argument("--table", type=Path, default=None, help="print the doc tables of this parallel.json, exit")
     args = parser.parse_args()
+    if args.table:
+        print(markdown_tables(json.loads(args.table.read_text())))
+        return
 
     work = Path(tempfile.mkdtemp(prefix="archcompress-parallel-"))
     os.environ["ARCHCOMPRESS_HOME"] = str(work / "home")
@@ -142,9 +179,8 @@ def main() -> None:
     speedup = inline / parallel[best] if inline and best else None
     out: dict[str, Any] = {
         "question": "does a parallel executor beat inline on 2 cores; threads per evaluation by student size",
-        "machine_shared": True,
-        "note": "measured on a machine shared with other work (see each load_average_before): not a measurement of "
-        "parallel speed-up on an idle machine",
+        "machine_shared": args.machine_shared,
+        "note": SHARED_NOTE if args.machine_shared else "measured on a machine with no other work running",
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "archcompress": archcompress.__version__,
@@ -169,6 +205,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps({k: out[k] for k in out if k.endswith("_seconds") or k.startswith("best")}))
+    print(markdown_tables(out))
     print(f"written to {args.out}")
 
 

@@ -40,6 +40,9 @@ def test_the_cpu_dry_run_writes_every_field_and_is_not_a_gpu_run(tmp_path: Path)
     assert result["best_vs_k1"] == pytest.approx(
         best["candidates_per_minute"] / result["concurrency"][0]["candidates_per_minute"]
     )
+    table = run_script("--table", out, home=tmp_path / "home").stdout
+    assert "Device: cpu (NOT A GPU RUN)" in table
+    assert table.count("\n| ") == 1 + len(result["concurrency"])  # header and one row per k
     end = result["end_to_end"]
     assert end["complete"] is True and end["evaluations"] == end["budget"] == 2
     assert 0.0 <= end["student_test_accuracy"] <= 1.0 and end["compression_params"] > 1

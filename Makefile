@@ -7,7 +7,8 @@ STAMP  := $(VENV)/.installed
 TORCH  := torch==2.14.1 torchvision==0.29.1
 DEMO   := runs/demo
 
-.PHONY: bench-fidelity venv demo demo-figures test lint typecheck pytest bench bench-vgg11 bench-small bench-resnet20 bench-quick clean
+.PHONY: venv demo demo-figures test lint typecheck pytest bench bench-vgg11 bench-small bench-resnet20 bench-quick \
+	bench-fidelity gpu-check bench-parallel clean
 
 venv: $(STAMP)
 
@@ -94,6 +95,16 @@ bench-vgg11: $(STAMP)
 	$(BIN)/python benchmarks/quality.py --name vgg11-mnist5k-high --seeds 0 1 2 --targets 200 500 \
 		--methods n2n prune uniform random embedding
 	$(BIN)/python benchmarks/embedding.py
+
+# On a machine with one GPU, at most ~8 minutes: the CUDA path, GPU vs CPU distillation throughput, candidates per
+# minute with 1, 2, 4, 8 candidates sharing the GPU, and one end-to-end compress; writes benchmarks/results/gpu.json.
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py --device cuda --out benchmarks/results/gpu.json
+
+# On the CPU: one N2N search of 60 evaluations (1-D CNN, mnist1d, 300x) with inline, process and ray (2 workers),
+# and one epoch of a tiny and a large student at 1 and 2 threads; writes benchmarks/results/parallel.json.
+bench-parallel: $(STAMP)
+	$(BIN)/python benchmarks/parallel.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

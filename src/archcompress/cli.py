@@ -307,7 +307,8 @@ COMPRESS_FLAGS: dict[str, str] = {
     "max_macs": "max_macs", "max_latency_ms": "max_latency_ms", "min_accuracy": "min_accuracy",
     "preset": "preset", "epochs": "candidate.epochs", "subset": "candidate.subset", "loss": "candidate.loss",
     "final_epochs": "final_epochs", "finalists": "finalists", "finalist_epochs": "finalist_epochs",
-    "executor": "executor", "workers": "workers", "ray_address": "ray_address",
+    "executor": "executor", "workers": "workers", "ray_address": "ray_address", "workers_per_gpu": "workers_per_gpu",
+    "threads": "threads",
     "store": "store", "uniform_depth": "uniform.depth", "data_root": "data.data_root", "device": "device",
     "seed": "seed", "rollouts": "n2n.rollouts", "stage1_share": "n2n.stage1_share",
     "stage1_width": "n2n.stage1_width", "stage2_bases": "n2n.stage2_bases", "stall_updates": "n2n.stall_updates",
@@ -421,6 +422,13 @@ def compress(
     executor: Annotated[str | None, opt("inline, process or ray.", "executor")] = None,
     workers: Annotated[int | None, opt("Parallel evaluations (process/ray executors).", "workers")] = None,
     ray_address: Annotated[str | None, opt("Join this Ray cluster instead of a local Ray.", "ray_address")] = None,
+    workers_per_gpu: Annotated[
+        int | None,
+        opt("With --device cuda: evaluations that share one GPU (process/ray executors).", "workers_per_gpu"),
+    ] = None,
+    threads: Annotated[
+        int | None, opt("Torch threads per evaluation (none: 1 for small students, more for large).", "threads")
+    ] = None,
     store: Annotated[Path | None, opt("A result store shared between runs and methods.", "store")] = None,
     uniform_depth: Annotated[
         bool | None, opt("uniform: also cut depth uniformly, crossed with widths.", "uniform_depth")

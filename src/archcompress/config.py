@@ -42,7 +42,7 @@ MOVED_SETTINGS = (
 )
 # Settings added since 0.1.0's first run directories: a complete config.yaml written before may lack them (their
 # defaults apply); a truncated file still lacks others, so it is still refused.
-ADDED_SETTINGS = ("max_latency_ms", "finalists", "finalist_epochs")
+ADDED_SETTINGS = ("max_latency_ms", "finalists", "finalist_epochs", "threads", "workers_per_gpu")
 
 
 def candidate_budget(preset: str) -> Budget:
@@ -78,6 +78,8 @@ class CompressConfig:
     device: str = "auto"
     executor: str = "inline"
     workers: int = 1
+    workers_per_gpu: int = 1  # with --device cuda: evaluations sharing one GPU (process/ray executors)
+    threads: int | None = None  # torch threads per evaluation; None: chosen by the student's size
     ray_address: str | None = None
     final_epochs: int = 10
     # before the final distillation, this many of the best candidates that meet every constraint are trained
@@ -136,6 +138,10 @@ class CompressConfig:
             raise ArchcompressError(f"--executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         if self.workers < 1:
             raise ArchcompressError(f"--workers must be at least 1, got {self.workers}")
+        if self.workers_per_gpu < 1:
+            raise ArchcompressError(f"--workers-per-gpu must be at least 1, got {self.workers_per_gpu}")
+        if self.threads is not None and self.threads < 1:
+            raise ArchcompressError(f"--threads must be at least 1 (or left unset: chosen by size), got {self.threads}")
         if self.seed < 0:
             raise ArchcompressError(f"--seed must be a non-negative integer, got {self.seed}")
         if self.preset not in PRESETS:

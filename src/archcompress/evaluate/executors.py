@@ -2,6 +2,10 @@
 
 All share one interface, ``run(context, jobs)``, yielding ``(job index, outcome)`` as jobs finish. A worker
 that crashes or is killed fails only its own task, which is retried once; the search goes on.
+
+With ``--device cuda`` (or ``auto`` on a machine with a GPU) each worker gets its share of a GPU:
+``workers_per_gpu`` workers share one (``process``: each worker process sees one GPU through
+``CUDA_VISIBLE_DEVICES``; ``ray``: each task asks Ray for ``num_gpus=1/workers_per_gpu``).
 """
 
 from __future__ import annotations
@@ -18,11 +22,49 @@ from typing import Any, Protocol
 import torch
 
 from archcompress.errors import ArchcompressError, first_line
-from archcompress.evaluate.worker import EvalContext, EvalOutcome, run_job
+from archcompress.evaluate.worker import EvalContext, EvalOutcome, preload_logits, run_job
 
 Job = tuple[dict[str, Any], int]  # (candidate dict, seed)
 EXECUTORS = ("inline", "process", "ray")
 MAX_ATTEMPTS = 2  # a task whose worker dies is retried once
+
+
+def shares_gpus(device: str) -> bool:
+    """Whether workers of ``device`` should each be given a GPU share (``cuda`` or ``auto`` with CUDA present).
+
+    ``cuda:N`` names one GPU: every worker uses that one.
+    """
+    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as ``CUDA_VISIBLE_DEVICES`` entries (ids or UUIDs)."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [gpu.strip() for gpu in listed.split(",") if gpu.strip()]
+    return [str(index) for index in range(torch.cuda.device_count())]
+
+
+def gpu_slots(workers: int, workers_per_gpu: int, gpus: Sequence[str]) -> list[str]:
+    """The GPU of each worker: workers 0..k-1 share the first GPU, the next k the second, and so on."""
+    if workers_per_gpu < 1:
+        raise ArchcompressError(f"--workers-per-gpu must be at least 1, got {workers_per_gpu}")
+    if not gpus:
+        raise ArchcompressError("--device cuda was requested but torch sees no CUDA GPU: use --device cpu (or auto)")
+    if workers > len(gpus) * workers_per_gpu:
+        raise ArchcompressError(
+            f"--workers {workers} at --workers-per-gpu {workers_per_gpu} needs "
+            f"{-(-workers // workers_per_gpu)} GPUs but {len(gpus)} are visible: raise --workers-per-gpu or "
+            "lower --workers"
+        )
+    return [gpus[index // workers_per_gpu] for index in range(workers)]
+
+
+def ray_task_resources(device: str, workers_per_gpu: int) -> dict[str, float]:
+    """What each Ray evaluation task asks for: one CPU, and ``1 / workers_per_gpu`` of a GPU on CUDA."""
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        return {"num_cpus": 1, "num_gpus": 1 / workers_per_gpu}
+    return {"num_cpus": 1}
 
 
 class Executor(Protocol):
@@ -56,11 +98,29 @@ class InlineExecutor:
         pass
 
 
-def _init_process_worker(threads: int) -> None:
+def _init_process_worker(threads: int, gpus: Any = None, logits: tuple[str, torch.Tensor] | None = None) -> None:
+    """Set up one pool worker; ``gpus`` (a queue of GPU ids) hands each worker its GPU before CUDA starts, and
+    ``logits`` (fingerprint, the teacher's training logits in shared memory) spares it reading them from disk."""
+    if gpus is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus.get(timeout=60)  # "cuda" is now this worker's share
+    if logits is not None:
+        preload_logits(*logits)
     torch.set_num_threads(threads)  # so that N workers on N cores do not oversubscribe them
     # A terminal's Ctrl-C reaches the whole process group: only the parent handles it (it stops the pool), so
     # workers do not die one by one with KeyboardInterrupt tracebacks.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _shared_logits(context: EvalContext) -> tuple[str, torch.Tensor] | None:
+    """The teacher's training logits of ``context`` (from this process's set-up) in shared memory, or None when
+    the teacher runs live (augmentation)."""
+    if context.budget.augment:
+        return None
+    from archcompress.evaluate.worker import training_logits, worker_state
+
+    state = worker_state(context)
+    logits = training_logits(context, state.teacher, state.splits, torch.device("cpu"))
+    return context.fingerprint(), logits.share_memory_()  # workers map these pages instead of copying them
 
 
 class ProcessExecutor:
@@ -68,20 +128,33 @@ class ProcessExecutor:
 
     name = "process"
 
-    def __init__(self, workers: int, threads_per_worker: int | None = None) -> None:
+    def __init__(
+        self, workers: int, threads_per_worker: int | None = None, *, device: str = "cpu", workers_per_gpu: int = 1
+    ) -> None:
         if workers < 1:
             raise ArchcompressError(f"--workers must be at least 1, got {workers}")
         self.workers = workers
         self.threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+        # the GPU of each worker (None: CPU, or the one GPU that ``cuda:N`` names)
+        self.gpus = gpu_slots(workers, workers_per_gpu, visible_gpus()) if shares_gpus(device) else None
         self._pool: ProcessPoolExecutor | None = None
 
-    def _get_pool(self) -> ProcessPoolExecutor:
+    def _get_pool(self, eval_context: EvalContext | None = None) -> ProcessPoolExecutor:
+        """The pool, started on first use; its workers get ``eval_context``'s teacher logits in shared memory (a
+        later context of another teacher or budget is set up from the disk cache, as before)."""
         if self._pool is None:
+            context = multiprocessing.get_context("spawn")  # fork + torch threads can deadlock
+            slots = None
+            if self.gpus is not None:  # each worker process the pool starts takes one GPU id
+                slots = context.Queue()
+                for gpu in self.gpus:
+                    slots.put(gpu)
+            shared = _shared_logits(eval_context) if eval_context is not None else None
             self._pool = ProcessPoolExecutor(
                 self.workers,
-                mp_context=multiprocessing.get_context("spawn"),  # fork + torch threads can deadlock
+                mp_context=context,
                 initializer=_init_process_worker,
-                initargs=(self.threads,),
+                initargs=(self.threads, slots, shared),
             )
         return self._pool
 
@@ -106,12 +179,12 @@ class ProcessExecutor:
                 if not in_flight:
                     index = alone.popleft()
                     candidate, seed = jobs[index]
-                    in_flight[self._get_pool().submit(safe_run_job, context, candidate, seed)] = (index, True)
+                    in_flight[self._get_pool(context).submit(safe_run_job, context, candidate, seed)] = (index, True)
             else:
                 while pending:
                     index = pending.popleft()
                     candidate, seed = jobs[index]
-                    in_flight[self._get_pool().submit(safe_run_job, context, candidate, seed)] = (index, False)
+                    in_flight[self._get_pool(context).submit(safe_run_job, context, candidate, seed)] = (index, False)
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in done:
                 index, ran_alone = in_flight.pop(future)
@@ -145,7 +218,15 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, workers: int, address: str | None = None, threads_per_worker: int = 1) -> None:
+    def __init__(
+        self,
+        workers: int,
+        address: str | None = None,
+        threads_per_worker: int = 1,
+        *,
+        device: str = "cpu",
+        workers_per_gpu: int = 1,
+    ) -> None:
         try:
             import ray
         except ImportError as exc:
@@ -166,7 +247,16 @@ class RayExecutor:
                 target = f"the Ray cluster at {address}" if address else "a local Ray instance"
                 raise ArchcompressError(f"could not connect to {target} ({first_line(exc)})") from exc
             self._started_here = True
-        self._remote = ray.remote(num_cpus=1, max_retries=MAX_ATTEMPTS - 1)(_ray_job)
+        resources = ray_task_resources(device, workers_per_gpu)
+        if resources.get("num_gpus") and not ray.cluster_resources().get("GPU"):
+            self.close()
+            where = f"the Ray cluster at {address}" if address else "this machine's Ray"
+            raise ArchcompressError(
+                f"--device {device} was requested but {where} has no GPUs: use --device cpu, or start the Ray "
+                "nodes on GPU machines"
+            )
+        gpus = resources.get("num_gpus", 0)
+        self._remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=MAX_ATTEMPTS - 1)(_ray_job)
         self._shared: dict[str, tuple[Any, Any]] = {}
 
     def run(self, context: EvalContext, jobs: Sequence[Job]) -> Iterator[tuple[int, EvalOutcome]]:
@@ -202,13 +292,27 @@ class RayExecutor:
 
 
 def make_executor(
-    name: str, workers: int = 1, ray_address: str | None = None, threads_per_worker: int | None = None
+    name: str,
+    workers: int = 1,
+    ray_address: str | None = None,
+    threads_per_worker: int | None = None,
+    *,
+    device: str = "cpu",
+    workers_per_gpu: int = 1,
 ) -> Executor:
-    """Create an executor by name."""
+    """Create an executor by name; on CUDA, ``workers_per_gpu`` workers share each GPU."""
+    if workers_per_gpu < 1:
+        raise ArchcompressError(f"--workers-per-gpu must be at least 1, got {workers_per_gpu}")
     if name == "inline":
         return InlineExecutor()
     if name == "process":
-        return ProcessExecutor(workers, threads_per_worker)
+        return ProcessExecutor(workers, threads_per_worker, device=device, workers_per_gpu=workers_per_gpu)
     if name == "ray":
-        return RayExecutor(workers, ray_address, threads_per_worker or 1)
+        if device.startswith("cuda:"):
+            raise ArchcompressError(
+                f"--device {device} names one GPU of this machine, but Ray chooses each task's GPU: use --device cuda"
+            )
+        return RayExecutor(
+            workers, ray_address, threads_per_worker or 1, device=device, workers_per_gpu=workers_per_gpu
+        )
     raise ArchcompressError(f"unknown executor {name!r}: use one of {', '.join(EXECUTORS)}")

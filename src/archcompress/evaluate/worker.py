@@ -10,7 +10,7 @@ import hashlib
 import json
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from archcompress.distill import (
 from archcompress.errors import first_line
 from archcompress.evaluate.budget import Budget
 from archcompress.evaluate.latency import measure_latency_ms
-from archcompress.runtime import cache_home, resolve_device, seed_everything
+from archcompress.runtime import cache_home, resolve_device, seed_everything, threads_for_student, torch_threads
 from archcompress.space import Candidate, CompressionSpace, SpaceOptions
 
 
@@ -48,10 +48,13 @@ class EvalContext:
     device: str = "cpu"
     space: SpaceOptions = field(default_factory=SpaceOptions)
     latency: bool = False  # also measure each student's CPU latency (``--objective latency``)
+    threads: int | None = None  # torch threads per evaluation; None: chosen by the student's size
 
     def fingerprint(self) -> str:
         """Identifies the set-up work (teacher, data, space, budget) a worker can reuse between jobs."""
-        text = json.dumps(asdict(self), sort_keys=True, default=str)
+        fields = asdict(self)
+        del fields["threads"]  # how fast a job runs, not what it sets up
+        text = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -87,6 +90,14 @@ class WorkerState:
 # their training-set logits) in memory.
 MAX_CACHED_STATES = 2
 _STATES: OrderedDict[str, WorkerState] = OrderedDict()
+# Teacher logits handed to this process when it started (a process pool's shared-memory tensors), by fingerprint.
+_PRELOADED: dict[str, torch.Tensor] = {}
+
+
+def preload_logits(fingerprint: str, logits: torch.Tensor) -> None:
+    """Give this process the training logits of a context before its first job (no disk read, no recompute)."""
+    _PRELOADED.clear()  # one search at a time per pool
+    _PRELOADED[fingerprint] = logits
 
 
 def worker_state(context: EvalContext, logits: torch.Tensor | None = None) -> WorkerState:
@@ -112,10 +123,16 @@ def worker_state(context: EvalContext, logits: torch.Tensor | None = None) -> Wo
             train = _subset(train, budget.subset)[0]
     else:
         if logits is None:
+            logits = _PRELOADED.get(key)
+        if logits is None:
             logits = training_logits(context, teacher, splits, device)
         if budget.subset is not None:
             train, index = _subset(train, budget.subset)
             logits = logits[index]
+        if device.type == "cuda":  # once per worker: no host-to-GPU copy per batch
+            train = _on_device(train, device)
+            splits = replace(splits, val=_on_device(splits.val, device))
+            logits = logits.to(device)
         targets = CachedLogits(logits)
     state = WorkerState(context, teacher, splits, train, space, targets, device)
     _STATES[key] = state
@@ -134,6 +151,22 @@ def training_logits(context: EvalContext, teacher: Teacher, splits: DataSplits, 
     }
     key = split_key(context.teacher_sha256, context.dataset, splits.train, split_options)
     return cached_teacher_logits(teacher.model, splits.train, Path(context.cache_dir), key, device)
+
+
+class _DeviceTensorSplit(TensorSplit):
+    """An in-memory split whose samples, labels and normalisation constants live on ``device`` (a GPU)."""
+
+    def __init__(self, split: TensorSplit, device: torch.device) -> None:
+        super().__init__(split.info, split.raw.to(device), split.targets.to(device), split.scale)
+        self._mean = self._mean.to(device)
+        self._std = self._std.to(device)
+
+
+def _on_device(split: Split, device: torch.device) -> Split:
+    """``split`` held on ``device`` when it is an in-memory tensor split; other splits stream (pinned) batches."""
+    if isinstance(split, TensorSplit) and split.raw.device != device:
+        return _DeviceTensorSplit(split, device)
+    return split
 
 
 def _subset(split: Split, size: int) -> tuple[Split, torch.Tensor]:
@@ -163,10 +196,13 @@ def run_job(
                "fresh_layers": built.fresh}  # fmt: skip
     budget = context.budget
     loss = budget.loss_fn(state.targets)
+    # A tiny student is Python-bound: more intra-op threads only spin (and hurt when cores are shared).
+    threads = threads_for_student(built.macs, torch.get_num_threads(), context.threads)
     started = time.perf_counter()
     try:
-        fit(built.module, state.train, None, loss, budget.train_config(seed), state.device)
-        accuracy = evaluate_accuracy(built.module, state.splits.val, state.device)
+        with torch_threads(threads):
+            fit(built.module, state.train, None, loss, budget.train_config(seed), state.device)
+            accuracy = evaluate_accuracy(built.module, state.splits.val, state.device)
     except TrainingDiverged:
         return EvalOutcome(status="diverged", train_seconds=time.perf_counter() - started, **outcome)
     except (MemoryError, torch.OutOfMemoryError) as exc:

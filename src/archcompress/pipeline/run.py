@@ -125,6 +125,7 @@ def run_compression(
         device=config.device,
         space=config.space,
         latency=latency_needed,
+        threads=config.threads,
     )
     state = worker_state(context)  # also fills the teacher-logit cache before workers start
     space = state.space
@@ -137,7 +138,8 @@ def run_compression(
     if method.searches:
         _check_target_reachable(space, config.target)
     method.prepare()  # may refuse bad input too (pruning to an unreachable size, a bad --policy file)
-    executor = make_executor(config.executor, config.workers, config.ray_address)
+    executor = make_executor(config.executor, config.workers, config.ray_address, device=config.device,
+                             workers_per_gpu=config.workers_per_gpu)  # fmt: skip
     try:
         run = RunDir(config.out, resume=resume, started=started)
     except BaseException:

@@ -19,7 +19,7 @@ from archcompress.rundir import CONFIG_FILE
 
 # Settings a resumed run may change: they decide where and how fast evaluations run, not what they give, or
 # (budget) only extend the search; every stored evaluation stays valid.
-RESUME_SAFE = ("executor", "workers", "ray_address", "device")
+RESUME_SAFE = ("executor", "workers", "ray_address", "device", "workers_per_gpu", "threads")
 
 
 def get_setting(config: CompressConfig, path: str) -> Any:

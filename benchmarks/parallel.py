@@ -40,7 +40,7 @@ from archcompress.runtime import torch_threads
 RESULTS = Path(__file__).parent / "results" / "parallel.json"
 BURN = "while True: pass"
 # the space of the quality benchmark's cnn1d runs (bench-small): narrow ratios reach 300x
-SPACE = SpaceOptions(ratios=(0.02, 0.04, 0.06, 0.1, 0.15, 0.25, 0.5, 1.0), min_channels=2, remove_pooling=False)
+SPACE = SpaceOptions(ratios=(0.02, 0.04, 0.06, 0.1, 0.15, 0.25, 0.5, 1.0), min_channels=2, removable=("block", "body"))
 
 
 SHARED_NOTE = (

@@ -62,8 +62,7 @@ class Constraints:
     @property
     def any(self) -> bool:
         """Whether any limit is set."""
-        return any(v is not None for v in (self.target, self.max_params, self.max_macs, self.max_latency_ms,
-                                           self.min_accuracy))  # fmt: skip
+        return bool(self.limits())
 
     @property
     def needs_latency(self) -> bool:
@@ -77,6 +76,12 @@ class Constraints:
             limits.append(math.floor(teacher_params / self.target))
         return min(limits) if limits else None
 
+    def limits(self) -> list[tuple[str, float]]:
+        """The set limits as ``(name, limit)``, in report order."""
+        named = (("target", self.target), ("max_params", self.max_params), ("max_macs", self.max_macs),
+                 ("max_latency_ms", self.max_latency_ms), ("min_accuracy", self.min_accuracy))  # fmt: skip
+        return [(name, limit) for name, limit in named if limit is not None]
+
     def check(
         self,
         *,
@@ -87,20 +92,15 @@ class Constraints:
         val_accuracy: float | None = None,
     ) -> list[ConstraintCheck]:
         """Each set limit applied to a student with these figures (an unmeasured figure fails its limit)."""
+        ratio = teacher_params / params if params else None
+        values = {"target": ratio, "max_params": params, "max_macs": macs, "max_latency_ms": latency_ms,
+                  "min_accuracy": val_accuracy}  # fmt: skip
         checks = []
-        if self.target is not None:
-            ratio = teacher_params / params if params else None
-            checks.append(ConstraintCheck("target", self.target, ratio, ratio is not None and ratio >= self.target))
-        for name, limit, value in (
-            ("max_params", self.max_params, params),
-            ("max_macs", self.max_macs, macs),
-            ("max_latency_ms", self.max_latency_ms, latency_ms),
-        ):
-            if limit is not None:
-                checks.append(ConstraintCheck(name, limit, value, value is not None and value <= limit))
-        if self.min_accuracy is not None:
-            met = val_accuracy is not None and val_accuracy >= self.min_accuracy
-            checks.append(ConstraintCheck("min_accuracy", self.min_accuracy, val_accuracy, met))
+        for name, limit in self.limits():
+            value = values[name]
+            at_least = name in ("target", "min_accuracy")  # the others are upper limits
+            met = value is not None and (value >= limit if at_least else value <= limit)
+            checks.append(ConstraintCheck(name, limit, value, met))
         return checks
 
     def describe(self) -> str:

@@ -40,7 +40,9 @@ from archcompress.search.n2n.search import N2NOptions
 
 RESULTS = Path(__file__).parent / "results"
 DOCS = Path(__file__).parent.parent / "docs" / "benchmarks.md"
-METHODS = ("n2n", "n2n-paper", "embedding", "random", "uniform", "prune")
+METHODS = ("n2n", "n2n-paper", "n2n-finalists", "embedding", "random", "uniform", "prune")
+FINALISTS, FINALIST_EPOCHS = 3, 10  # n2n-finalists: n2n with --finalists 3 --finalist-epochs 10
+DEFAULT_REMOVABLE = ("block", "body")  # every table before --removable existed: --keep-pooling
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class Setting:
     final_epochs: int
     ratios: tuple[float, ...]
     min_channels: int
+    removable: tuple[str, ...] = DEFAULT_REMOVABLE
 
 
 def parse_args() -> argparse.Namespace:
@@ -81,6 +84,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--final-epochs", type=int, default=15)
     parser.add_argument("--ratios", default="0.02,0.04,0.06,0.1,0.15,0.25,0.5,1")
     parser.add_argument("--min-channels", type=int, default=2)
+    parser.add_argument("--removable", default=",".join(DEFAULT_REMOVABLE), help="kinds of unit a search may remove")
     parser.add_argument("--work", type=Path, default=None, help="run directories [~/.cache/archcompress/bench]")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch CPU threads")
     return parser.parse_args()
@@ -93,7 +97,7 @@ def main() -> None:
     setting = Setting(
         args.model, kwargs, args.dataset, args.teacher_epochs, args.budget, args.epochs, args.subset or None,
         args.batch_size, args.lr, args.stage1_share, args.final_epochs, tuple(float(r) for r in args.ratios.split(",")),
-        args.min_channels,
+        args.min_channels, tuple(args.removable.split(",")),
     )  # fmt: skip
     work = (args.work or cache_home() / "bench") / args.name
     work.mkdir(parents=True, exist_ok=True)
@@ -132,12 +136,13 @@ def run_one(setting: Setting, teacher: Path, work: Path, method: str, target: fl
     out = work / f"{method}-{target:g}x-seed{seed}"
     resume = out.is_dir() and not (out / "report.json").is_file()
     options = N2NOptions(reward="paper" if method == "n2n-paper" else "log", stage1_share=setting.stage1_share)
+    finalists = {"finalists": FINALISTS, "finalist_epochs": FINALIST_EPOCHS} if method == "n2n-finalists" else {}
     result = archcompress.compress(
-        teacher, out, method=method.removesuffix("-paper"), resume=resume, budget=setting.budget, target=target,
-        seed=seed, final_epochs=setting.final_epochs, settings={"uniform.depth": True}, n2n=options,
+        teacher, out, method=method.split("-")[0], resume=resume, budget=setting.budget, target=target,
+        seed=seed, final_epochs=setting.final_epochs, settings={"uniform.depth": True}, n2n=options, **finalists,
         candidate=Budget(epochs=setting.candidate_epochs, subset=setting.subset, batch_size=setting.batch_size,
                          lr=setting.lr),
-        space=SpaceOptions(ratios=setting.ratios, min_channels=setting.min_channels, removable=("block", "body")),
+        space=SpaceOptions(ratios=setting.ratios, min_channels=setting.min_channels, removable=setting.removable),
     ) if not (out / "report.json").is_file() else None  # fmt: skip
     report = result.report if result else json.loads((out / "report.json").read_text())
     student, teacher_info = report["student"], report["teacher"]
@@ -239,8 +244,12 @@ def table(setting: Setting, meta: Any, summary: list[dict[str, Any]]) -> str:
         f"spends {setting.stage1_share:.0%} of it on stage 1), then {setting.final_epochs} epochs of the same "
         "distillation on the whole training split for the chosen student. "
         f"Ratios {list(setting.ratios)}, at least {setting.min_channels} channels per layer, "
-        "max-pooling layers kept (`--keep-pooling`). "
-        f"Mean ± standard deviation over {seeds} seed(s); 'within 1 pt': runs that met the target with at most "
+        + (
+            "max-pooling layers kept (`--keep-pooling`). "
+            if setting.removable == DEFAULT_REMOVABLE
+            else f"removable units: `--removable {','.join(setting.removable)}`. "
+        )
+        + f"Mean ± standard deviation over {seeds} seed(s); 'within 1 pt': runs that met the target with at most "
         "1.0 point of test accuracy lost; hypervolume: area dominated by the evaluated candidates in "
         "(log10 compression, val accuracy)."
         + (
@@ -294,7 +303,10 @@ def write(path: Path, setting: Setting, meta: Any, rows: list[dict[str, Any]]) -
 
 
 def _plain(setting: Setting) -> dict[str, Any]:
-    return json.loads(json.dumps(asdict(setting)))
+    plain: dict[str, Any] = json.loads(json.dumps(asdict(setting)))
+    if setting.removable == DEFAULT_REMOVABLE:
+        del plain["removable"]  # so the settings of tables made before --removable existed still match
+    return plain
 
 
 if __name__ == "__main__":

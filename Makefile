@@ -116,3 +116,6 @@ bench-fidelity: $(STAMP)
 		--removable block,body,max-pool,linear --min-ratio 250 --max-ratio 400
 	$(BIN)/python benchmarks/fidelity.py --name resnet20-mnist5k --model resnet20 --dataset mnist5k --teacher-epochs 8 \
 		--candidates 16 --final-epochs 15 --snapshots 1,2,3,5,10 --short 1,3,10 --min-ratio 80 --max-ratio 130
+	$(BIN)/python benchmarks/quality.py --name cnn1d-mnist1d-linear --model cnn1d --dataset mnist1d --teacher-epochs 30 \
+		--epochs 1 --final-epochs 100 --budget 100 --targets 300 --removable block,body,linear \
+		--methods prune n2n n2n-finalists --seeds 0 1 2

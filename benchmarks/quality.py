@@ -7,7 +7,8 @@ and the Pareto hypervolume of the method's evaluated candidates. Results go to
 ``benchmarks/results/quality-NAME.json`` and a table to ``benchmarks/results/quality-NAME.md``, which is
 also pasted into ``docs/benchmarks.md`` between its ``quality:NAME`` markers.
 
-Methods: ``n2n`` (log-scale compression reward), ``n2n-paper`` (the paper's ``C (2 - C)`` reward),
+Methods: ``n2n`` (log-scale compression reward), ``n2n-finalists`` (the same with ``--finalists 3
+--finalist-epochs 10``), ``n2n-paper`` (the paper's ``C (2 - C)`` reward),
 ``random``, ``uniform`` (one width, and depth cuts), ``embedding`` and ``prune`` (L1 channel pruning to the
 target, no search).
 

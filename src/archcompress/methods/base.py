@@ -110,18 +110,18 @@ class Method:
 
     def choose_final(self, results: Sequence[Result]) -> ChosenStudent:
         """The student to distil: the best reward among the candidates that meet every constraint."""
-        config = self.context.config
-        choice = choose_student(results, self.context.teacher, config.constraints, self.objective())
+        config, teacher = self.context.config, self.context.teacher
+        if config.finalists > 1 and self.context.evaluate_longer is not None:
+            finalists = ranked_meeting(results, teacher, config.constraints, self.objective())[: config.finalists]
+            if len(finalists) > 1:
+                return self._best_finalist(finalists)
+        choice = choose_student(results, teacher, config.constraints, self.objective())
         if choice is None:
             raise ArchcompressError(
                 f"none of the {len(results)} candidates trained successfully (see the run's log.txt): "
                 "check the budget settings (e.g. a lower --lr) or raise --budget"
             )
-        ranked = ranked_meeting(results, self.context.teacher, config.constraints, self.objective())
-        finalists = ranked[: config.finalists]
-        if len(finalists) < 2 or self.context.evaluate_longer is None:
-            return build_chosen(self.context, choice.result, choice.why)
-        return self._best_finalist(finalists)
+        return build_chosen(self.context, choice.result, choice.why)
 
     def _best_finalist(self, finalists: list[Result]) -> ChosenStudent:
         """Train the finalists longer and take the best val accuracy (ties: the better search reward)."""

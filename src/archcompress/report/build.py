@@ -9,7 +9,8 @@ from typing import Any
 
 from archcompress.constraints import ConstraintCheck, Constraints
 from archcompress.evaluate import Result, StoredResult
-from archcompress.search.reward import TeacherStats, reward_of
+from archcompress.search.choice import meets
+from archcompress.search.reward import TeacherStats
 from archcompress.version import __version__
 
 TOP_CANDIDATES = 10
@@ -56,26 +57,14 @@ def status_counts(statuses: Iterable[str]) -> dict[str, int]:
     return dict(Counter(status.split(":")[0] for status in statuses))
 
 
-def row_reward(row: Row, stats: TeacherStats, objective: str) -> float:
-    """The reward of a row under ``objective`` (the one function every report figure uses)."""
-    size = {"params": row.params, "macs": row.macs, "latency": row.latency_ms}[objective]
-    return reward_of(row.status, row.val_accuracy, size, stats.accuracy, stats.size(objective))
-
-
-def row_checks(row: Row, facts: RunFacts) -> list[ConstraintCheck]:
-    """The constraints applied to a row's search figures."""
-    return facts.constraints.check(teacher_params=facts.stats.params, params=row.params, macs=row.macs,
-                                   latency_ms=row.latency_ms, val_accuracy=row.val_accuracy)  # fmt: skip
-
-
 def evaluation_entry(row: Row, facts: RunFacts, chosen: str | None = None) -> dict[str, Any]:
     """A row as ``report.json`` lists it: figures, reward, whether it meets every constraint, whether chosen."""
     entry: dict[str, Any] = {"candidate_hash": row.candidate_hash, "status": row.status,
                              "val_accuracy": row.val_accuracy, "params": row.params, "macs": row.macs,
-                             "reward": row_reward(row, facts.stats, facts.objective)}  # fmt: skip
+                             "reward": facts.stats.reward(row, facts.objective)}  # fmt: skip
     if row.latency_ms is not None:
         entry["latency_ms"] = row.latency_ms
-    entry["meets_constraints"] = row.status == "ok" and all(check.met for check in row_checks(row, facts))
+    entry["meets_constraints"] = meets(row, facts.constraints, facts.stats.params)
     entry["chosen"] = chosen is not None and row.candidate_hash == chosen
     return entry
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from archcompress.constraints import ConstraintCheck, Constraints
 from archcompress.evaluate import Result
-from archcompress.search.reward import TeacherStats
+from archcompress.search.reward import Figures, TeacherStats
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class Choice:
     why: str
 
 
-def candidate_checks(result: Result, constraints: Constraints, teacher_params: int) -> list[ConstraintCheck]:
+def candidate_checks(result: Figures, constraints: Constraints, teacher_params: int) -> list[ConstraintCheck]:
     """The constraints applied to an evaluated candidate (its search val accuracy for ``min_accuracy``)."""
     return constraints.check(
         teacher_params=teacher_params,
@@ -32,9 +32,9 @@ def candidate_checks(result: Result, constraints: Constraints, teacher_params: i
     )
 
 
-def meets(result: Result, constraints: Constraints, teacher_params: int) -> bool:
+def meets(result: Figures, constraints: Constraints, teacher_params: int) -> bool:
     """Whether a trained candidate meets every constraint."""
-    return result.ok and all(check.met for check in candidate_checks(result, constraints, teacher_params))
+    return result.status == "ok" and all(check.met for check in candidate_checks(result, constraints, teacher_params))
 
 
 def reward_name(objective: str) -> str:
@@ -46,9 +46,13 @@ def ranked_meeting(
     results: Sequence[Result], teacher: TeacherStats, constraints: Constraints, objective: str = "params"
 ) -> list[Result]:
     """The trained candidates that meet every constraint, each once, best reward first (ties: fewer params)."""
-    unique = {r.candidate_hash: r for r in results if r.ok and r.params}
-    meeting = [r for r in unique.values() if meets(r, constraints, teacher.params)]
+    meeting = [r for r in _trained(results).values() if meets(r, constraints, teacher.params)]
     return sorted(meeting, key=lambda r: (-teacher.reward(r, objective), r.params or 0))
+
+
+def _trained(results: Sequence[Result]) -> dict[str, Result]:
+    """The candidates that trained to a size and an accuracy, by hash (a repeated proposal counts once)."""
+    return {r.candidate_hash: r for r in results if r.ok and r.params}
 
 
 def choose_student(
@@ -59,15 +63,13 @@ def choose_student(
     Ties on reward go to the smaller student. Among candidates that all miss a constraint, the one with the
     fewest missed constraints, then the smallest relative excess, then the best reward is chosen.
     """
-    unique = {r.candidate_hash: r for r in results if r.ok and r.params}  # a repeated proposal counts once
-    if not unique:
+    trained = list(_trained(results).values())
+    if not trained:
         return None
-    trained = list(unique.values())
 
     def reward(r: Result) -> float:
         return teacher.reward(r, objective)
 
-    checks = {r.candidate_hash: candidate_checks(r, constraints, teacher.params) for r in trained}
     meeting = ranked_meeting(results, teacher, constraints, objective)
     measure = reward_name(objective)
     if meeting:
@@ -77,7 +79,9 @@ def choose_student(
                    f"candidates that meet every constraint ({constraints.describe()})")  # fmt: skip
         else:
             why = f"the highest {measure} ({reward(best):.3f}) of the {len(trained)} trained candidates"
-        return Choice(best, checks[best.candidate_hash], True, why)
+        return Choice(best, candidate_checks(best, constraints, teacher.params), True, why)
+
+    checks = {r.candidate_hash: candidate_checks(r, constraints, teacher.params) for r in trained}
 
     def closeness(r: Result) -> tuple[int, float, float]:
         missed = [c for c in checks[r.candidate_hash] if not c.met]

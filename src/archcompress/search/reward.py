@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 from archcompress.errors import ArchcompressError
 from archcompress.evaluate import Result
@@ -63,8 +64,23 @@ def result_reward(result: Result, teacher_accuracy: float, teacher_params: int) 
     return reward_of(result.status, result.val_accuracy, result.params, teacher_accuracy, teacher_params)
 
 
-def student_size(result: Result, objective: str) -> float | None:
-    """A result's size under ``objective``: its params, MACs or measured latency in milliseconds."""
+class Figures(Protocol):
+    """What the reward and the constraints read of an evaluated candidate: a search ``Result`` or a report row."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def val_accuracy(self) -> float | None: ...
+    @property
+    def params(self) -> int | None: ...
+    @property
+    def macs(self) -> int | None: ...
+    @property
+    def latency_ms(self) -> float | None: ...
+
+
+def student_size(result: Figures, objective: str) -> float | None:
+    """A candidate's size under ``objective``: its params, MACs or measured latency in milliseconds."""
     if objective == "latency":
         return result.latency_ms
     return result.params if objective == "params" else result.macs
@@ -87,7 +103,7 @@ class TeacherStats:
             return self.latency_ms
         return float(self.params if objective == "params" else self.macs)
 
-    def reward(self, result: Result, objective: str = "params") -> float:
+    def reward(self, result: Figures, objective: str = "params") -> float:
         """The paper reward of ``result`` with the compression term measured on ``objective``."""
         return reward_of(result.status, result.val_accuracy, student_size(result, objective), self.accuracy,
                          self.size(objective))  # fmt: skip

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from archcompress.evaluate import ResultStore
@@ -46,7 +46,6 @@ class Interruption:
     def partial_report(self) -> dict[str, Any]:
         """The report of the unfinished run (see :func:`archcompress.report.build.partial_report`)."""
         rows = ResultStore(self.run.file(STORE_FILE)).query(teacher_hash=self.facts.teacher["sha256"])
-        facts = RunFacts(**{**self.facts.__dict__, "seconds": self.run.elapsed_seconds(),
-                            "invocations": self.run.invocations})  # fmt: skip
+        facts = replace(self.facts, seconds=self.run.elapsed_seconds(), invocations=self.run.invocations)
         resume = f"archcompress compress --resume --out {self.run.path}"
         return partial_report(facts, [Row.of(row) for row in rows], self.stage or "search", resume)

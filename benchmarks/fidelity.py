@@ -12,9 +12,15 @@ with its cost in training epochs per candidate:
   candidate today with ``--epochs k``, and what ``--finalists`` does with ``--finalist-epochs k``);
 - ``params`` and ``macs`` (the larger student ranked better: free to compute).
 
-It also replays two ways of choosing a student among the candidates, as ``compress`` would: the best
-``short_acc@1`` (today's search proxy) and ``--finalists 3 --finalist-epochs 10`` (the three best by
-``short_acc@1`` trained again for 10 epochs, the best of those), against the best possible choice.
+- ``rungs_acc@k``: with ``--rungs`` (e.g. 1,3,9): val accuracy after epoch k of a run whose schedule spans the
+  last rung, as ``compress --rungs`` scores a rung;
+- ``rungs 1,3,9 (ASHA)``: the ranking that multi-fidelity evaluation ends with, replayed over the candidates in
+  order with ``--promote`` (highest rung reached first, then the score there), at its cost in epochs.
+
+It also replays ways of choosing a student among the candidates, as ``compress`` would: the best
+``short_acc@1`` (the one-fidelity search proxy), ``--finalists 3 --finalist-epochs 10`` (the three best by
+``short_acc@1`` trained again for 10 epochs, the best of those) and, with rungs, the top of the ASHA ranking,
+against the best possible choice. ``--add-rungs`` trains only the rung runs onto an existing results file.
 
     .venv/bin/python benchmarks/fidelity.py --name cnn1d-mnist1d --model cnn1d --dataset mnist1d \\
         --removable block,body,max-pool,linear --min-ratio 250 --max-ratio 400
@@ -44,6 +50,8 @@ from archcompress.data import DataOptions, Split
 from archcompress.distill import TrainConfig, evaluate_accuracy, fit
 from archcompress.distill.trainer import EpochStats
 from archcompress.evaluate import Budget, EvalContext, worker_state
+from archcompress.evaluate.budget import parse_rungs
+from archcompress.evaluate.rungs import DEFAULT_PROMOTE, Ladder
 from archcompress.evaluate.worker import WorkerState
 from archcompress.runtime import atomic_write_text, cache_home, seed_everything
 from archcompress.space import Candidate, SpaceOptions
@@ -71,7 +79,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rungs", default="1,3,9", help="multi-fidelity rungs to replay (none: skip)")
+    parser.add_argument("--promote", type=float, default=DEFAULT_PROMOTE, help="share of a rung promoted")
     parser.add_argument("--rederive", action="store_true", help="recompute the proxies of an existing results file")
+    parser.add_argument("--add-rungs", action="store_true", help="train the --rungs runs onto an existing results file")
     return parser.parse_args()
 
 
@@ -149,22 +160,15 @@ def main() -> None:
         rederive(RESULTS / f"fidelity-{args.name}.json")
         return
     torch.set_num_threads(args.threads)
+    if args.add_rungs:
+        add_rungs(RESULTS / f"fidelity-{args.name}.json", args)
+        return
     snapshots = [int(k) for k in args.snapshots.split(",")]
     shorts = [int(k) for k in args.short.split(",")]
     work = cache_home() / "bench" / f"fidelity-{args.name}"
     work.mkdir(parents=True, exist_ok=True)
-    teacher_path = work / "teacher.pt"
-    if not teacher_path.is_file():
-        print(f"training the teacher: {args.model} on {args.dataset}, {args.teacher_epochs} epochs", flush=True)
-        train_teacher(args.model, args.dataset, teacher_path, train=TrainConfig(epochs=args.teacher_epochs, seed=0))
-    teacher = archcompress.load_teacher(teacher_path)
-    budget = Budget(epochs=1, batch_size=args.batch_size, lr=args.lr)
-    space_options = SpaceOptions(ratios=RATIOS, min_channels=args.min_channels,
-                                 removable=parse_removable(args.removable))  # fmt: skip
-    context = EvalContext(str(teacher_path), teacher.sha256, args.dataset, DataOptions(), budget,
-                          str(work / "logits"), space=space_options)  # fmt: skip
-    state = worker_state(context)
-    teacher_val = logits(state.teacher.model, state.splits.val)
+    state, budget, teacher_val = set_up(work, args)
+    teacher = state.teacher
     candidates = sample_candidates(state, args)
     print(f"{len(candidates)} candidates, {args.final_epochs}-epoch final runs", flush=True)
 
@@ -185,13 +189,15 @@ def main() -> None:
         for k in shorts:
             short = train(state, candidate, budget, k, args.seed)
             row["short_val_accuracy"][str(k)] = evaluate_accuracy(short.module, state.splits.val, state.device)
+        if args.rungs != "none":
+            row["rung_val_accuracy"] = {args.rungs: rung_curve(state, candidate, budget, args, teacher_val)}
         rows.append(row)
         print(f"  {index + 1}/{len(candidates)}: {built.params} params, test {row['test_accuracy']:.2%}, "
               f"short@1 {row['short_val_accuracy'].get('1', float('nan')):.2%}", flush=True)  # fmt: skip
 
     truth = [r["test_accuracy"] for r in rows]
-    proxies = proxy_taus(rows, [k for k in snapshots if k <= args.final_epochs], shorts)
-    choices = choice_replays(rows, shorts)
+    proxies = proxy_taus(rows, [k for k in snapshots if k <= args.final_epochs], shorts, args.promote)
+    choices = choice_replays(rows, shorts, args.promote)
 
     meta = {"archcompress": archcompress.__version__, "torch": torch.__version__, "machine": platform.platform(),
             "seconds": time.perf_counter() - started}  # fmt: skip
@@ -211,7 +217,71 @@ def main() -> None:
     print(f"written to {path}")
 
 
-def proxy_taus(rows: list[dict[str, Any]], snapshots: list[int], shorts: list[int]) -> list[dict[str, Any]]:
+def set_up(work: Path, args: argparse.Namespace) -> tuple[WorkerState, Budget, torch.Tensor]:
+    """The teacher (trained once, cached in ``work``), its space and data, the candidates' budget, and the teacher's
+    val logits."""
+    teacher_path = work / "teacher.pt"
+    if not teacher_path.is_file():
+        print(f"training the teacher: {args.model} on {args.dataset}, {args.teacher_epochs} epochs", flush=True)
+        train_teacher(args.model, args.dataset, teacher_path, train=TrainConfig(epochs=args.teacher_epochs, seed=0))
+    teacher = archcompress.load_teacher(teacher_path)
+    budget = Budget(epochs=1, batch_size=args.batch_size, lr=args.lr)
+    space_options = SpaceOptions(ratios=RATIOS, min_channels=args.min_channels,
+                                 removable=parse_removable(args.removable))  # fmt: skip
+    context = EvalContext(str(teacher_path), teacher.sha256, args.dataset, DataOptions(), budget,
+                          str(work / "logits"), space=space_options)  # fmt: skip
+    state = worker_state(context)
+    return state, budget, logits(state.teacher.model, state.splits.val)
+
+
+def rung_curve(
+    state: WorkerState, candidate: Candidate, budget: Budget, args: argparse.Namespace, teacher_val: torch.Tensor
+) -> list[float]:
+    """Val accuracy after each epoch of one run whose schedule spans the last of ``args.rungs`` (a rung's view)."""
+    curve = Curve(torch.nn.Identity(), state.splits.val, teacher_val)
+    train(state, candidate, budget, parse_rungs(args.rungs)[-1], args.seed, curve)
+    return curve.accuracy
+
+
+def add_rungs(path: Path, args: argparse.Namespace) -> None:
+    """Train the ``--rungs`` runs of the candidates of an existing results file, then re-derive its proxies."""
+    result = json.loads(path.read_text())
+    setting = result["setting"]
+    for name in ("model", "dataset", "teacher_epochs", "removable", "min_channels", "batch_size", "lr", "seed"):
+        setattr(args, name, setting[name])
+    state, budget, teacher_val = set_up(cache_home() / "bench" / f"fidelity-{setting['name']}", args)
+    for index, row in enumerate(result["candidates"]):
+        curves = row.setdefault("rung_val_accuracy", {})
+        if args.rungs not in curves:
+            candidate = Candidate.from_dict(row["candidate"])
+            curves[args.rungs] = rung_curve(state, candidate, budget, args, teacher_val)
+            print(f"  {index + 1}/{len(result['candidates'])}: rung accuracies {curves[args.rungs]}", flush=True)
+    setting["rungs"], setting["promote"] = args.rungs, args.promote
+    atomic_write_text(path, json.dumps(result, indent=1) + "\n")
+    rederive(path)
+
+
+def asha_ranking(curves: list[list[float]], rungs: tuple[int, ...], promote: float) -> tuple[list[int], int]:
+    """Replay multi-fidelity evaluation over candidates arriving in order (each scored at its rungs' epochs of its
+    curve): the candidates ranked as the final choice ranks them, and the epochs trained in all."""
+    ladder = Ladder(len(rungs) - 1, promote)
+    epochs = 0
+    for index in range(len(curves)):
+        queue = [(str(index), 0)]
+        while queue:  # a result may promote others at once (a larger population lifts the quota)
+            digest, rung = queue.pop(0)
+            previous = rungs[rung - 1] if rung else 0
+            epochs += rungs[rung] - previous
+            ladder.add(rung, digest, curves[int(digest)][rungs[rung] - 1])
+            queue += ladder.promotions()
+    reached = {int(d): rung for rung, scores in enumerate(ladder.scores) for d in scores}
+    order = sorted(range(len(curves)), key=lambda i: (-reached[i], -(ladder.scores[reached[i]][str(i)] or 0.0)))
+    return order, epochs
+
+
+def proxy_taus(
+    rows: list[dict[str, Any]], snapshots: list[int], shorts: list[int], promote: float = DEFAULT_PROMOTE
+) -> list[dict[str, Any]]:
     """Each proxy's Kendall tau against the final test accuracy, and its cost in epochs per candidate."""
     truth = [r["test_accuracy"] for r in rows]
     proxies: list[dict[str, Any]] = []
@@ -223,6 +293,15 @@ def proxy_taus(rows: list[dict[str, Any]], snapshots: list[int], shorts: list[in
     for k in shorts:
         proxies.append({"proxy": f"short_acc@{k}", "epochs": k,
                         "tau": tau([r["short_val_accuracy"][str(k)] for r in rows], truth)})  # fmt: skip
+    for text in rows[0].get("rung_val_accuracy", {}):
+        rungs = parse_rungs(text)
+        curves = [r["rung_val_accuracy"][text] for r in rows]
+        for k in rungs:
+            proxies.append({"proxy": f"rungs_acc@{k}", "epochs": k, "tau": tau([c[k - 1] for c in curves], truth)})
+        order, epochs = asha_ranking(curves, rungs, promote)
+        position = {index: place for place, index in enumerate(order)}
+        proxies.append({"proxy": f"rungs {text} (ASHA)", "epochs": round(epochs / len(rows), 2),
+                        "tau": tau([-position[i] for i in range(len(rows))], truth)})  # fmt: skip
     proxies.append({"proxy": "params", "epochs": 0, "tau": tau([r["params"] for r in rows], truth)})
     proxies.append({"proxy": "macs", "epochs": 0, "tau": tau([r["macs"] for r in rows], truth)})
     return proxies
@@ -234,13 +313,16 @@ def rederive(path: Path) -> None:
     setting, rows = result["setting"], result["candidates"]
     snapshots = [int(k) for k in setting["snapshots"].split(",") if int(k) <= setting["final_epochs"]]
     shorts = [int(k) for k in setting["short"].split(",")]
-    result["proxies"] = proxy_taus(rows, snapshots, shorts)
-    result["choices"] = choice_replays(rows, shorts)
+    promote = setting.get("promote", DEFAULT_PROMOTE)
+    result["proxies"] = proxy_taus(rows, snapshots, shorts, promote)
+    result["choices"] = choice_replays(rows, shorts, promote)
     atomic_write_text(path, json.dumps(result, indent=1) + "\n")
     print(f"re-derived {path}")
 
 
-def choice_replays(rows: list[dict[str, Any]], shorts: list[int]) -> dict[str, dict[str, Any]]:
+def choice_replays(
+    rows: list[dict[str, Any]], shorts: list[int], promote: float = DEFAULT_PROMOTE
+) -> dict[str, dict[str, Any]]:
     """The student each way of choosing would pick, its final test accuracy and the training it cost."""
     count = len(rows)
     choices = {"best possible": {"test_accuracy": max(r["test_accuracy"] for r in rows), "epochs": None}}
@@ -252,6 +334,9 @@ def choice_replays(rows: list[dict[str, Any]], shorts: list[int]) -> dict[str, d
             best = max(finalists, key=lambda i: rows[i]["short_val_accuracy"]["10"])
             choices["finalists 3 x 10 epochs"] = {"test_accuracy": rows[best]["test_accuracy"],
                                                   "epochs": count + 3 * 10}  # fmt: skip
+    for text in rows[0].get("rung_val_accuracy", {}):
+        order, epochs = asha_ranking([r["rung_val_accuracy"][text] for r in rows], parse_rungs(text), promote)
+        choices[f"rungs {text} (ASHA)"] = {"test_accuracy": rows[order[0]]["test_accuracy"], "epochs": epochs}
     return choices
 
 

@@ -35,6 +35,8 @@ import archcompress
 from archcompress.api import train_teacher
 from archcompress.distill import TrainConfig
 from archcompress.evaluate import Budget, ResultStore, SpaceOptions
+from archcompress.evaluate.budget import parse_rungs
+from archcompress.evaluate.rungs import DEFAULT_PROMOTE
 from archcompress.rundir import LOG_FILE, STORE_FILE
 from archcompress.runtime import atomic_write_text, cache_home
 from archcompress.search.n2n.search import N2NOptions
@@ -64,6 +66,10 @@ class Setting:
     ratios: tuple[float, ...]
     min_channels: int
     removable: tuple[str, ...] = DEFAULT_REMOVABLE
+    rungs: tuple[int, ...] = ()  # multi-fidelity candidate evaluation (candidate_epochs then unused)
+    promote: float = DEFAULT_PROMOTE
+    stage2_bases: int = 1  # n2n: stage-1 architectures stage 2 shrinks in turn
+    fit_to_limit: bool = False  # n2n: stage-2 proposals over the parameter limit are stepped down to it
 
 
 def parse_args() -> argparse.Namespace:
@@ -78,10 +84,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--budget", type=int, default=100, help="candidate evaluations per search")
     parser.add_argument("--epochs", type=int, default=1, help="distillation epochs per candidate")
+    parser.add_argument("--rungs", default="none", help="multi-fidelity rungs in epochs, e.g. 1,3,9 (none: --epochs)")
+    parser.add_argument("--promote", type=float, default=DEFAULT_PROMOTE, help="with --rungs: share promoted")
     parser.add_argument("--subset", type=int, default=0, help="training images per candidate (0: all)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (candidates and final)")
     parser.add_argument("--stage1-share", type=float, default=0.3, help="n2n: share of the budget for removal")
+    parser.add_argument("--stage2-bases", type=int, default=1, help="n2n: stage-1 architectures stage 2 shrinks")
+    parser.add_argument("--fit-to-limit", action="store_true", help="n2n: stage 2 fits proposals to the limit")
     parser.add_argument("--final-epochs", type=int, default=15)
     parser.add_argument("--ratios", default="0.02,0.04,0.06,0.1,0.15,0.25,0.5,1")
     parser.add_argument("--min-channels", type=int, default=2)
@@ -98,7 +108,8 @@ def main() -> None:
     setting = Setting(
         args.model, kwargs, args.dataset, args.teacher_epochs, args.budget, args.epochs, args.subset or None,
         args.batch_size, args.lr, args.stage1_share, args.final_epochs, tuple(float(r) for r in args.ratios.split(",")),
-        args.min_channels, tuple(args.removable.split(",")),
+        args.min_channels, tuple(args.removable.split(",")), parse_rungs(args.rungs), args.promote,
+        args.stage2_bases, args.fit_to_limit,
     )  # fmt: skip
     work = (args.work or cache_home() / "bench") / args.name
     work.mkdir(parents=True, exist_ok=True)
@@ -136,13 +147,14 @@ def run_one(setting: Setting, teacher: Path, work: Path, method: str, target: fl
     """One compression run (resumed if its directory exists but has no report yet)."""
     out = work / f"{method}-{target:g}x-seed{seed}"
     resume = out.is_dir() and not (out / "report.json").is_file()
-    options = N2NOptions(reward="paper" if method == "n2n-paper" else "log", stage1_share=setting.stage1_share)
+    options = N2NOptions(reward="paper" if method == "n2n-paper" else "log", stage1_share=setting.stage1_share,
+                         stage2_bases=setting.stage2_bases, fit_to_limit=setting.fit_to_limit)  # fmt: skip
     finalists = {"finalists": FINALISTS, "finalist_epochs": FINALIST_EPOCHS} if method == "n2n-finalists" else {}
     result = archcompress.compress(
         teacher, out, method=method.split("-")[0], resume=resume, budget=setting.budget, target=target,
         seed=seed, final_epochs=setting.final_epochs, settings={"uniform.depth": True}, n2n=options, **finalists,
         candidate=Budget(epochs=setting.candidate_epochs, subset=setting.subset, batch_size=setting.batch_size,
-                         lr=setting.lr),
+                         lr=setting.lr, rungs=setting.rungs), promote=setting.promote,
         space=SpaceOptions(ratios=setting.ratios, min_channels=setting.min_channels, removable=setting.removable),
     ) if not (out / "report.json").is_file() else None  # fmt: skip
     report = result.report if result else json.loads((out / "report.json").read_text())
@@ -240,8 +252,13 @@ def table(setting: Setting, meta: Any, summary: list[dict[str, Any]]) -> str:
         f"Teacher {' '.join([setting.model, *(f'{k}={v:g}' for k, v in setting.model_kwargs.items())])} on "
         f"`{setting.dataset}`: {meta.params:,} params, "
         f"test accuracy {meta.test_accuracy:.2%}. Budget: {setting.budget} candidate evaluations "
-        f"({setting.candidate_epochs} epoch(s) of L2-logit distillation from inherited weights on "
-        f"{setting.subset or 'all'} training images each, Adam {setting.lr:g}, batch {setting.batch_size}; N2N "
+        + (
+            f"(rungs after {','.join(map(str, setting.rungs))} epochs, the best {setting.promote:.0%} of each rung "
+            "that meet the target promoted, of L2-logit distillation from inherited weights on "
+            if setting.rungs
+            else f"({setting.candidate_epochs} epoch(s) of L2-logit distillation from inherited weights on "
+        )
+        + f"{setting.subset or 'all'} training images each, Adam {setting.lr:g}, batch {setting.batch_size}; N2N "
         f"spends {setting.stage1_share:.0%} of it on stage 1), then {setting.final_epochs} epochs of the same "
         "distillation on the whole training split for the chosen student. "
         f"Ratios {list(setting.ratios)}, at least {setting.min_channels} channels per layer, "
@@ -307,6 +324,12 @@ def _plain(setting: Setting) -> dict[str, Any]:
     plain: dict[str, Any] = json.loads(json.dumps(asdict(setting)))
     if setting.removable == DEFAULT_REMOVABLE:
         del plain["removable"]  # so the settings of tables made before --removable existed still match
+    if not setting.rungs:  # likewise for tables made before rungs
+        del plain["rungs"], plain["promote"]
+    if setting.stage2_bases == 1:
+        del plain["stage2_bases"]
+    if not setting.fit_to_limit:
+        del plain["fit_to_limit"]
     return plain
 
 

@@ -100,7 +100,9 @@ def test_removable_and_keep_pooling_set_the_space(tmp_path) -> None:
     from archcompress.cli import _compress_changes
 
     assert _compress_changes({"removable": "linear,block"}) == {"space.removable": ("linear", "block")}
-    assert _compress_changes({"keep_pooling": True}) == {"space.removable": ("block", "body", "gate", "dense-layer")}
+    assert _compress_changes({"keep_pooling": True}) == {
+        "space.removable": ("block", "body", "gate", "dense-layer", "linear")
+    }
     with pytest.raises(ArchcompressError, match="instead of adding --keep-pooling"):
         _compress_changes({"removable": "linear", "keep_pooling": True})
     result = invoke(["compress", str(tmp_path / "t.pt"), "--out", str(tmp_path / "run"), "--removable", "fc"])

@@ -202,7 +202,9 @@ def test_the_paper_preset_applies_from_a_hand_written_config_and_from_create(tmp
     assert (n2n.shrink_lr, n2n.stage1_width, n2n.rollouts) == (PAPER_SHRINK_LR, "full", 7)
     created = CompressConfig.create("t.pt", "run", preset="paper", n2n=N2NOptions(rollouts=7))
     assert created.candidate == Budget.paper() and created.options_for("n2n").rollouts == 7
-    assert CompressConfig.create("t.pt", "run").candidate == Budget()
+    assert "linear" not in loaded.space.removable and "linear" not in created.space.removable  # the N2N code's
+    fast = CompressConfig.create("t.pt", "run")
+    assert fast.candidate == Budget(rungs=(1, 3, 9)) and "linear" in fast.space.removable
 
 
 def test_a_config_from_before_the_constraints_moved_still_reads(tmp_path: Path) -> None:
@@ -230,3 +232,24 @@ def test_a_config_with_the_old_pooling_switch_reads_as_removable_kinds(tmp_path:
     assert CompressConfig.from_yaml(path).space.removable == ("block", "body", "gate", "dense-layer")
     path.write_text("teacher: t.pt\nout: run\nspace:\n  remove_pooling: true\n")
     assert CompressConfig.from_yaml(path).space.removable == ("block", "body", "max-pool", "gate", "dense-layer")
+
+
+def test_a_run_written_before_rungs_and_linear_removal_resumes_as_it_ran(tmp_path: Path) -> None:
+    """A run directory's config.yaml from before candidate.rungs, the linear default and n2n.fit_to_limit."""
+    raw = yaml.safe_load(CompressConfig.create("t.pt", "run").to_yaml())
+    raw.pop("promote")
+    raw["candidate"].pop("rungs")
+    raw["space"].pop("removable")
+    raw["space"]["remove_pooling"] = True  # how such a file said it
+    raw["n2n"].pop("fit_to_limit")
+    path = tmp_path / "config.yaml"
+    path.write_text("# archcompress run config: every setting, defaults included\n" + yaml.safe_dump(raw))
+    loaded = CompressConfig.from_yaml(path, complete=True)
+    assert loaded.candidate.rungs == () and loaded.candidate.epochs == 2  # every candidate trained twice, once
+    assert "linear" not in loaded.space.removable and loaded.options_for("n2n").fit_to_limit is False
+    # the same file written by hand (no marker) takes today's defaults, except that epochs alone mean one fidelity
+    hand = tmp_path / "hand.yaml"
+    hand.write_text(yaml.safe_dump({"teacher": "t.pt", "out": "run", "n2n": {"rollouts": 3}}))
+    fresh = CompressConfig.from_yaml(hand)
+    assert fresh.candidate.rungs == (1, 3, 9) and "linear" in fresh.space.removable
+    assert fresh.options_for("n2n").fit_to_limit is True

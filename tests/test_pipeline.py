@@ -190,3 +190,43 @@ def test_finalists_are_trained_longer_and_the_best_by_val_is_distilled(
     # a resumed run trains nothing again: the longer runs come back from the store
     again = archcompress.compress(out=unfinished(out), resume=True).report
     assert again["chosen"] == report["chosen"]
+
+
+@pytest.mark.slow
+def test_rungs_promote_the_best_and_the_choice_comes_from_the_top_rung(
+    tiny_teacher: Path, home: Path, tmp_path: Path, unfinished: Callable[[Path], Path]
+) -> None:
+    out = tmp_path / "run"
+    settings = {"candidate.rungs": (1, 2, 3)}
+    report = run(tiny_teacher, out, method="random", budget=9, target=2.0, settings=settings).report
+    rungs = report["search"]["rungs"]
+    assert rungs["epochs"] == [1, 2, 3] and rungs["candidates"][0] == 9
+    assert rungs["candidates"][1] >= 1  # the teacher's random students meet 2x: at least 3 are eligible
+    top = report["top_candidates"][0]
+    reached = max(rung for rung, count in enumerate(rungs["candidates"]) if count)
+    assert top["rung"] == reached and top["epochs"] == [1, 2, 3][reached] and top["chosen"]
+    assert f"rung {reached + 1}" in report["chosen"]["why"]
+    assert report["search"]["evaluations"] == 9  # promotions do not use up the budget
+    assert not (out / "rungs").exists()  # the checkpoints between rungs go when the run completes
+    stored = ResultStore(out / "store.sqlite").query()
+    assert len({row.key.budget for row in stored}) == reached + 1 and len(stored) == sum(rungs["candidates"])
+    # a resumed run finds every rung in the store and chooses the same student
+    again = archcompress.compress(out=unfinished(out), resume=True).report
+    assert again["chosen"] == report["chosen"] and again["search"]["rungs"] == rungs
+
+
+def test_epochs_alone_means_one_fidelity_and_bad_rungs_are_refused(
+    tiny_teacher: Path, home: Path, tmp_path: Path
+) -> None:
+    from archcompress.pipeline.settings import resolve_settings
+
+    config, _ = resolve_settings(teacher=str(tiny_teacher), out=str(tmp_path / "a"), changes={"candidate.epochs": 4})
+    assert config.candidate.rungs == () and config.candidate.epochs == 4
+    both = {"candidate.epochs": 4, "candidate.rungs": (1, 3)}
+    config, _ = resolve_settings(teacher=str(tiny_teacher), out=str(tmp_path / "b"), changes=both)
+    assert config.candidate.rungs == (1, 3)
+    for text, words in [("3,1", "--rungs must be increasing"), ("1,x", "--rungs '1,x'"), ("0", "at least 1")]:
+        result = invoke(["compress", tiny_teacher, "--out", tmp_path / "c", "--rungs", text])
+        assert result.exit_code == 2 and words in result.stderr and "Traceback" not in result.output
+    result = invoke(["compress", tiny_teacher, "--out", tmp_path / "d", "--rungs", "1,3", "--promote", "1.5"])
+    assert result.exit_code == 2 and "--promote must be a share between 0 and 1" in result.stderr

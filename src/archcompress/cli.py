@@ -305,13 +305,15 @@ def inspect(
 COMPRESS_FLAGS: dict[str, str] = {
     "dataset": "dataset", "method": "method", "budget": "budget", "target": "target", "max_params": "max_params",
     "max_macs": "max_macs", "max_latency_ms": "max_latency_ms", "min_accuracy": "min_accuracy",
-    "preset": "preset", "epochs": "candidate.epochs", "subset": "candidate.subset", "loss": "candidate.loss",
+    "preset": "preset", "epochs": "candidate.epochs", "rungs": "candidate.rungs", "promote": "promote",
+    "subset": "candidate.subset", "loss": "candidate.loss",
     "final_epochs": "final_epochs", "finalists": "finalists", "finalist_epochs": "finalist_epochs",
     "executor": "executor", "workers": "workers", "ray_address": "ray_address", "workers_per_gpu": "workers_per_gpu",
     "threads": "threads",
     "store": "store", "uniform_depth": "uniform.depth", "data_root": "data.data_root", "device": "device",
     "seed": "seed", "rollouts": "n2n.rollouts", "stage1_share": "n2n.stage1_share",
     "stage1_width": "n2n.stage1_width", "stage2_bases": "n2n.stage2_bases", "stall_updates": "n2n.stall_updates",
+    "fit_to_limit": "n2n.fit_to_limit",
     "reward": "n2n.reward", "objective": "n2n.objective", "constraint": "n2n.constraint", "policy": "n2n.policy",
     "seed_candidates": "embedding.seed_candidates", "round_size": "embedding.batch_size",
     "embedding_objective": "embedding.objective", "size_weight": "embedding.size_weight",
@@ -341,6 +343,8 @@ def _default_text(path: str) -> str:
             return "on" if value else "off"
         if isinstance(value, tuple):
             return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) or "none"
+        if isinstance(value, float):
+            return f"{value:.4g}"
         return "none" if value is None else str(value)
 
     return text(fast) if fast == paper else f"{text(fast)}; paper preset: {text(paper)}"
@@ -361,13 +365,14 @@ def _method_help() -> str:
 def _compress_changes(given: dict[str, Any]) -> dict[str, Any]:
     """The settings the user changed, by path, from the flags given (converted to the settings' types)."""
     from archcompress.config import parse_target
+    from archcompress.evaluate.budget import parse_rungs
     from archcompress.space.options import DEFAULT_REMOVABLE, parse_removable
 
     if "removable" in given and "keep_pooling" in given:
         raise ArchcompressError("give --removable without max-pool instead of adding --keep-pooling to it")
     convert: dict[str, Callable[[Any], Any]] = {
         "target": parse_target, "ratios": parse_ratios, "kernel_ratios": parse_ratios,
-        "removable": parse_removable,
+        "removable": parse_removable, "rungs": parse_rungs,
         "keep_pooling": lambda keep: tuple(k for k in DEFAULT_REMOVABLE if not (keep and k == "max-pool")),
         "store": str, "policy": str, "codec": str,
     }  # fmt: skip
@@ -406,7 +411,20 @@ def compress(
     preset: Annotated[
         str | None, opt("fast (inherited weights, short training) or paper (the N2N code's settings).", "preset")
     ] = None,
-    epochs: Annotated[int | None, opt("Distillation epochs per candidate.", "epochs")] = None,
+    epochs: Annotated[
+        int | None, opt("Distillation epochs per candidate (given alone: one fidelity, no --rungs).", "epochs")
+    ] = None,
+    rungs: Annotated[
+        str | None,
+        opt(
+            "Multi-fidelity: epochs after which candidates are scored, e.g. 1,3,9 (one run, its schedule spanning "
+            "the last); the best --promote share of each rung trains on to the next; none: --epochs once.",
+            "rungs",
+        ),
+    ] = None,
+    promote: Annotated[
+        float | None, opt("With --rungs: the share of each rung's candidates promoted to the next.", "promote")
+    ] = None,
     subset: Annotated[int | None, opt("Train candidates on this many samples only (none: all).", "subset")] = None,
     loss: Annotated[str | None, opt("Distillation loss: l2 (N2N) or kd (Hinton).", "loss")] = None,
     final_epochs: Annotated[int | None, opt("Distillation epochs for the chosen student.", "final_epochs")] = None,
@@ -444,6 +462,13 @@ def compress(
     ] = None,
     stage2_bases: Annotated[
         int | None, opt("n2n: shrink the best this many stage-1 architectures.", "stage2_bases")
+    ] = None,
+    fit_to_limit: Annotated[
+        bool | None,
+        opt(
+            "n2n: stage-2 proposals over the parameter limit get their widest layers narrowed until they fit.",
+            "fit_to_limit",
+        ),
     ] = None,
     stall_updates: Annotated[
         int | None,

@@ -24,9 +24,10 @@ from archcompress.constraints import Constraints
 from archcompress.data import DataOptions
 from archcompress.errors import ArchcompressError
 from archcompress.evaluate import EXECUTORS, Budget
+from archcompress.evaluate.rungs import DEFAULT_PROMOTE
 from archcompress.methods import get_method, methods_with_options
 from archcompress.space import SpaceOptions
-from archcompress.space.options import DEFAULT_REMOVABLE
+from archcompress.space.options import N2N_CODE_REMOVABLE
 
 PRESETS = ("fast", "paper")
 # First line of every config.yaml archcompress writes: such a file lists every setting, so one with settings
@@ -42,12 +43,25 @@ MOVED_SETTINGS = (
 )
 # Settings added since 0.1.0's first run directories: a complete config.yaml written before may lack them (their
 # defaults apply); a truncated file still lacks others, so it is still refused.
-ADDED_SETTINGS = ("max_latency_ms", "finalists", "finalist_epochs", "threads", "workers_per_gpu")
+ADDED_SETTINGS = (
+    "max_latency_ms", "finalists", "finalist_epochs", "threads", "workers_per_gpu", "promote", "candidate.rungs"
+)  # fmt: skip
+
+
+# The fast preset's multi-fidelity rungs, in epochs: every candidate is scored after 1 epoch of a 9-epoch schedule,
+# the best third of those that meet the limits after 3, the best third of those after 9 (docs/benchmarks.md).
+FAST_RUNGS = (1, 3, 9)
 
 
 def candidate_budget(preset: str) -> Budget:
-    """The per-candidate training budget of ``preset``: ``fast`` (inherit, 2 epochs) or ``paper`` (N2N code)."""
-    return Budget.paper() if preset == "paper" else Budget()
+    """The per-candidate training budget of ``preset``: ``fast`` (inherited weights, rungs after 1, 3 and 9
+    epochs) or ``paper`` (the N2N code's: fresh init, 5 epochs each)."""
+    return Budget.paper() if preset == "paper" else Budget(rungs=FAST_RUNGS)
+
+
+def space_options(preset: str) -> SpaceOptions:
+    """The compression space of ``preset``: ``paper`` removes only what the N2N code removes (no linear layers)."""
+    return SpaceOptions(removable=N2N_CODE_REMOVABLE) if preset == "paper" else SpaceOptions()
 
 
 def method_options(preset: str = "fast") -> dict[str, Any]:
@@ -86,9 +100,11 @@ class CompressConfig:
     # again for finalist_epochs, and the best by val accuracy is distilled (0 or 1: the best reward is distilled)
     finalists: int = 0
     finalist_epochs: int = 10
+    # with candidate.rungs: the share of each rung's eligible candidates that trains on to the next rung
+    promote: float = DEFAULT_PROMOTE
     store: str | None = None  # a shared result store; None: RUN/store.sqlite
     data: DataOptions = field(default_factory=DataOptions)
-    candidate: Budget = field(default_factory=Budget)
+    candidate: Budget = field(default_factory=lambda: candidate_budget("fast"))
     space: SpaceOptions = field(default_factory=SpaceOptions)
     methods: Mapping[str, Any] = field(default_factory=method_options)  # each method's options, by name
 
@@ -106,6 +122,7 @@ class CompressConfig:
             if name in methods:
                 methods[name] = settings.pop(name)
         settings.setdefault("candidate", candidate_budget(preset))
+        settings.setdefault("space", space_options(preset))
         try:
             return cls(teacher=teacher, out=out, preset=preset, methods=methods, **settings)
         except TypeError as exc:
@@ -134,6 +151,8 @@ class CompressConfig:
             raise ArchcompressError(f"--finalists must be 0 or more, got {self.finalists}")
         if self.finalist_epochs < 1:
             raise ArchcompressError(f"--finalist-epochs must be at least 1, got {self.finalist_epochs}")
+        if not 0 < self.promote < 1:
+            raise ArchcompressError(f"--promote must be a share between 0 and 1 (e.g. 0.33), got {self.promote}")
         if self.executor not in EXECUTORS:
             raise ArchcompressError(f"--executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         if self.workers < 1:
@@ -214,13 +233,23 @@ class CompressConfig:
                 section = raw.pop(name)
                 if not isinstance(section, dict):
                     raise ArchcompressError(f"config {where}: setting {name} must be a mapping of settings")
+                if complete:  # options added since the run was written: it resumes as it ran
+                    section = {**getattr(options_type, "LEGACY_DEFAULTS", {}), **section}
                 methods[name] = _build(options_type, section, f"{where}:{name}", base=methods[name])
         if "methods" in raw:
             raise ArchcompressError(f"config {where}: unknown setting methods (write each method's section by name)")
         if "candidate" in raw and isinstance(raw["candidate"], dict):
+            # a run written before rungs existed trained every candidate once: it resumes that way; and epochs
+            # alone in a hand-written file mean one fidelity, as --epochs alone does
+            if complete or "epochs" in raw["candidate"]:
+                raw["candidate"].setdefault("rungs", [])
             raw["candidate"] = _build(Budget, raw["candidate"], f"{where}:candidate", base=candidate_budget(preset))
         elif "candidate" not in raw:
             raw["candidate"] = candidate_budget(preset)
+        if "space" in raw and isinstance(raw["space"], dict):
+            raw["space"] = _build(SpaceOptions, raw["space"], f"{where}:space", base=space_options(preset))
+        elif "space" not in raw:
+            raw["space"] = space_options(preset)
         config: CompressConfig = _build(cls, raw, where, extra_known=tuple(sections))
         return replace(config, methods=methods)
 
@@ -231,7 +260,7 @@ def _migrate(raw: dict[str, Any]) -> bool:
     space = raw.get("space")
     if isinstance(space, dict) and "remove_pooling" in space:  # 0.1.0: a switch for max pooling alone
         keep_pools = space.pop("remove_pooling") is False
-        space.setdefault("removable", [k for k in DEFAULT_REMOVABLE if not (keep_pools and k == "max-pool")])
+        space.setdefault("removable", [k for k in N2N_CODE_REMOVABLE if not (keep_pools and k == "max-pool")])
         moved = True
     for old, new in MOVED_SETTINGS:
         *old_parents, old_key = old.split(".")

@@ -24,6 +24,7 @@ POLICIES_DIR = "policies"
 CODEC_DIR = "codec"  # the embedding method's trained encoder-decoder
 PRIOR_FILE = "prior.json"  # the embedding method's earlier evaluations, by candidate hash
 TENSORBOARD_DIR = "tb"
+RUNGS_DIR = "rungs"  # candidates' weights between rungs (multi-fidelity), removed when the run completes
 ELAPSED_FILE = "elapsed.json"  # wall seconds of each invocation, so a resumed run reports its whole time
 
 

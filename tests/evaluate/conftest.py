@@ -62,10 +62,10 @@ class RecordingExecutor:
     def __init__(self, inner: Executor) -> None:
         self.inner = inner
         self.name = inner.name
-        self.calls: list[list[Job]] = []
+        self.calls: list[Sequence[Job]] = []
 
     def run(self, context: EvalContext, jobs: Sequence[Job]) -> Iterator[tuple[int, EvalOutcome]]:
-        self.calls.append(list(jobs))
+        self.calls.append(jobs)  # the evaluator's own list: promotions appended during the run show too
         yield from self.inner.run(context, jobs)
 
     @property

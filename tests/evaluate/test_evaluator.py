@@ -197,10 +197,10 @@ def test_one_diverging_candidate_does_not_stop_the_others(
     bad_params = space.cost(candidates[1]).params
     real_fit = worker.fit
 
-    def fit(model, train, val, loss, config, device, *rest):  # type: ignore[no-untyped-def]
+    def fit(model, train, val, loss, config, device, *rest, **options):  # type: ignore[no-untyped-def]
         if sum(p.numel() for p in model.parameters()) == bad_params:
             config = replace(config, lr=1e12)  # only this student gets an absurd learning rate
-        return real_fit(model, train, val, loss, config, device, *rest)
+        return real_fit(model, train, val, loss, config, device, *rest, **options)
 
     monkeypatch.setattr(worker, "fit", fit)
     results = Evaluator(context, ResultStore(tmp_path / "store.sqlite"), InlineExecutor()).evaluate_many(candidates)

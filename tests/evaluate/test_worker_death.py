@@ -53,8 +53,8 @@ class DoomedJob(ProcessExecutor):
 
     def run(self, context: EvalContext, jobs: Sequence[Job]) -> Iterator[tuple[int, EvalOutcome]]:
         marked = [
-            ({**candidate, "kill": self.killer}, seed) if index == self.doomed else (candidate, seed)
-            for index, (candidate, seed) in enumerate(jobs)
+            ({**candidate, "kill": self.killer}, seed, rung) if index == self.doomed else (candidate, seed, rung)
+            for index, (candidate, seed, rung) in enumerate(jobs)
         ]
         yield from super().run(context, marked)
 

@@ -304,3 +304,15 @@ def test_fit_predictor_then_predict_ranks_held_out_candidates(space: Compression
     assert predicted.accuracy.shape == (len(held),) and predicted.log_params.shape == (len(held),)
     true_log = np.log([r.params / space.teacher_cost.params for r in held])  # type: ignore[operator]
     assert np.corrcoef(predicted.log_params.numpy(), true_log)[0, 1] > 0.9
+
+
+def test_a_promotion_updates_the_predictor_targets_and_forces_a_refit(space: CompressionSpace) -> None:
+    search = EmbeddingSearch(space, replace(FAST, batch_size=6), _teacher(space), 12, seed=0)
+    evaluate = FakeEvaluator(space)
+    _, results = _run(search, evaluate, 12)
+    first = next(r for r in results if r.ok)
+    search._fitted_size = len(search.samples)  # as after a fit
+    search.revise([replace(first, val_accuracy=0.5, rung=1, epochs=3)])
+    assert search.samples[first.candidate_hash].accuracy == 0.5 and search._fitted_size == -1
+    search.revise([replace(first, candidate_hash="unknown", val_accuracy=0.1)])  # not a known sample: ignored
+    assert search.samples[first.candidate_hash].accuracy == 0.5

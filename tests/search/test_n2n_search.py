@@ -263,3 +263,35 @@ def test_a_space_without_kernel_ratios_has_no_kernel_policy(space: CompressionSp
     assert search.kernel is None
     search.save_policies(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["removal.pt", "shrink.pt"]
+
+
+def test_a_later_higher_fidelity_result_reranks_the_stage1_architectures(space: CompressionSpace) -> None:
+    search = _search(space, budget=20, rollouts=5, stage1_width="full")
+    for _ in range(2):
+        proposals = search.propose(5)
+        search.observe([fake_result(space, c) for c in proposals])
+    assert search.stage == 2
+    ranked = [c for _, c in sorted(search._stage1_results.values(), key=lambda item: -item[0])]
+    assert search._stage2_base() == ranked[0]
+    # multi-fidelity promotes the best-ranked architecture, and after more training it turns out poor
+    promoted = dataclasses.replace(fake_result(space, ranked[0], accuracy=0.05), rung=1, epochs=3)
+    search.revise([promoted])
+    assert search._stage2_base() == ranked[1]
+    search.revise([dataclasses.replace(promoted, candidate_hash="not-a-stage-1-candidate")])  # ignored
+    assert len(search._stage1_results) == len(ranked)
+
+
+@pytest.mark.parametrize("fit", [True, False])
+def test_stage2_proposals_are_fitted_to_the_parameter_limit_on_request(space: CompressionSpace, fit: bool) -> None:
+    limit = space.teacher_cost.params // 20
+    search = _search(space, budget=30, rollouts=5, stage1_width="full", max_params=limit, fit_to_limit=fit)
+    while search.stage == 1:
+        search.observe([fake_result(space, c) for c in search.propose(5)])
+    proposals = [c for _ in range(4) for c in search.propose(5)]
+    sizes = [space.cost(c).params for c in proposals]
+    if fit:
+        assert all(size <= limit for size in sizes)
+        # fitting is idempotent: a proposal that fits is left as it is
+        assert all(search._fit_to_limit(c, search._shrink_units(search._stage2_base())) == c for c in proposals)
+    else:
+        assert any(size > limit for size in sizes)

@@ -88,26 +88,30 @@ def test_each_switch_changes_only_its_own_units(model: nn.Module, switch: str) -
 
 
 def test_removable_kinds_map_one_to_one_onto_the_switches() -> None:
-    from archcompress.space.options import DEFAULT_REMOVABLE, REMOVABLE_KINDS, SpaceOptions
+    from archcompress.space.options import DEFAULT_REMOVABLE, N2N_CODE_REMOVABLE, REMOVABLE_KINDS, SpaceOptions
 
-    assert SpaceOptions().rules() == RemovalRules()  # the default kinds are the default rules
-    assert set(DEFAULT_REMOVABLE) == {"block", "body", "max-pool", "gate", "dense-layer"}
+    assert SpaceOptions(removable=N2N_CODE_REMOVABLE).rules() == RemovalRules()  # the N2N code's rule set
+    assert set(N2N_CODE_REMOVABLE) == {"block", "body", "max-pool", "gate", "dense-layer"}
+    assert SpaceOptions().rules() == RemovalRules(linear=True) and set(DEFAULT_REMOVABLE) == {
+        *N2N_CODE_REMOVABLE,
+        "linear",
+    }
     for kind, switch in REMOVABLE_KINDS.items():
         rules = SpaceOptions(removable=(kind,)).rules()
         on = {f.name for f in dataclasses.fields(rules) if getattr(rules, f.name)}
         assert on == {switch}, kind
 
 
-def test_the_hidden_linear_of_the_1d_cnn_is_removable_on_request_and_the_classifier_never() -> None:
+def test_the_hidden_linear_of_the_1d_cnn_is_removable_by_default_and_the_classifier_never() -> None:
     from archcompress.models import create_model
-    from archcompress.space.options import SpaceOptions
+    from archcompress.space.options import N2N_CODE_REMOVABLE, SpaceOptions
 
     torch.manual_seed(0)
     model = create_model("cnn1d", (1, 40), 10, {}).eval()
-    default = SpaceOptions().space_of(model, (1, 40))
-    with_linear = SpaceOptions(removable=("linear",)).space_of(model, (1, 40))
-    linears = [u.index for u in default.units if u.kind == "linear"]
-    assert len(linears) >= 2 and not any(default.units[i].removable for i in linears)
+    n2n_code = SpaceOptions(removable=N2N_CODE_REMOVABLE).space_of(model, (1, 40))
+    with_linear = SpaceOptions().space_of(model, (1, 40))
+    linears = [u.index for u in n2n_code.units if u.kind == "linear"]
+    assert len(linears) >= 2 and not any(n2n_code.units[i].removable for i in linears)
     assert [with_linear.units[i].removable for i in linears] == [True] * (len(linears) - 1) + [False]
     # removing the hidden linear gives a valid, much smaller student
     keep = [True] * len(with_linear.removable_units)

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import nn
@@ -68,11 +68,23 @@ class EpochStats:
     seconds: float
 
 
+@dataclass(frozen=True)
+class TrainState:
+    """Where a training run stopped, to continue it later: epochs and optimiser steps done, and the optimiser's
+    and the learning-rate schedule's state (the model's weights are saved with the model)."""
+
+    epoch: int
+    step: int
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+
+
 @dataclass
 class TrainHistory:
-    """Per-epoch metrics of one training run."""
+    """Per-epoch metrics of one training run, and where it stopped."""
 
     epochs: list[EpochStats] = field(default_factory=list)
+    state: TrainState | None = None
 
     @property
     def final(self) -> EpochStats:
@@ -164,10 +176,16 @@ def fit(
     config: TrainConfig,
     device: torch.device,
     callbacks: Sequence[Callback] = (),
+    *,
+    until_epoch: int | None = None,
+    resume: TrainState | None = None,
 ) -> TrainHistory:
     """Train ``model`` in place on ``train`` and measure accuracy on ``val`` after every epoch.
 
-    Raises ``TrainingDiverged`` as soon as the loss is NaN or infinite.
+    The learning-rate schedule always spans ``config.epochs``; ``until_epoch`` stops the run early (a snapshot of
+    the long run, as multi-fidelity evaluation takes), and ``resume`` (the ``history.state`` of such a run, with
+    the model holding its weights) continues it exactly where it stopped. Raises ``TrainingDiverged`` as soon as
+    the loss is NaN or infinite.
     """
     config.validate()
     model.to(device)
@@ -178,11 +196,16 @@ def fit(
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
     loop = _StepLoop(model, loss_fn, config, device, channels_last, total_steps, callbacks)
+    first = 0
+    if resume is not None:
+        loop.restore(resume)
+        first = resume.epoch
+    last = config.epochs if until_epoch is None else min(until_epoch, config.epochs)
     for callback in callbacks:
         callback.on_train_start(total_steps, config.epochs)
     history = TrainHistory()
     try:
-        for epoch in range(config.epochs):
+        for epoch in range(first, last):
             started = time.perf_counter()
             batches = train.batches(
                 config.batch_size,
@@ -199,6 +222,7 @@ def fit(
                 callback.on_epoch_end(stats)
             if loop.step >= total_steps:
                 break
+        history.state = loop.snapshot(history.epochs[-1].epoch if history.epochs else first)
     finally:
         # Also on divergence or Ctrl-C, so that callbacks can release what they hold (a live progress display).
         for callback in callbacks:
@@ -229,6 +253,16 @@ class _StepLoop:
         use_scaler = device.type == "cuda" and config.amp and not torch.cuda.is_bf16_supported()
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.step = 0
+
+    def snapshot(self, epoch: int) -> TrainState:
+        """The optimiser, schedule and step count after ``epoch`` epochs (references: save them before training on)."""
+        return TrainState(epoch, self.step, self.optimizer.state_dict(), self.scheduler.state_dict())
+
+    def restore(self, state: TrainState) -> None:
+        """Continue from ``state`` (taken by ``snapshot`` of a run with the same config and model)."""
+        self.optimizer.load_state_dict(state.optimizer)
+        self.scheduler.load_state_dict(state.scheduler)
+        self.step = state.step
 
     def run_epoch(self, batches: Iterator[Batch], epoch: int) -> tuple[float, float]:
         """Train on ``batches`` until they run out or the step budget is spent; return (loss, accuracy)."""

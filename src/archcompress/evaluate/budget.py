@@ -13,6 +13,20 @@ from archcompress.errors import ArchcompressError
 Init = Literal["inherit", "scratch"]
 
 
+def parse_rungs(text: str) -> tuple[int, ...]:
+    """``"1,3,9"`` -> ``(1, 3, 9)``; ``"none"`` -> ``()`` (one fidelity); anything else is refused by name."""
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        rungs = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ArchcompressError(
+            f"--rungs {text!r} must be increasing epoch counts, comma-separated (e.g. 1,3,9), or none"
+        ) from None
+    Budget(rungs=rungs).validate()
+    return rungs
+
+
 @dataclass(frozen=True)
 class Budget:
     """How a candidate student is trained before its val accuracy is measured.
@@ -35,6 +49,10 @@ class Budget:
     batch_size: int = 64
     init: Init = "inherit"
     augment: bool = False  # on: the teacher runs live every step instead of from the logit cache
+    # Multi-fidelity: the epochs (cumulative) after which a candidate is scored, e.g. (1, 3, 9). One run whose
+    # learning-rate schedule spans the last rung; a promoted candidate continues from its previous rung's weights.
+    # Empty: every candidate trains ``epochs`` once.
+    rungs: tuple[int, ...] = ()
 
     @classmethod
     def paper(cls, batch_size: int = 64) -> Budget:
@@ -51,13 +69,39 @@ class Budget:
             raise ArchcompressError(f"--subset must be positive, got {self.subset}")
         if self.loss not in ("l2", "kd"):
             raise ArchcompressError(f"--loss must be l2 or kd, got {self.loss!r}")
+        if self.rungs and (any(epochs < 1 for epochs in self.rungs) or list(self.rungs) != sorted(set(self.rungs))):
+            given = ",".join(map(str, self.rungs))
+            raise ArchcompressError(f"--rungs must be increasing epoch counts of at least 1 (e.g. 1,3,9), got {given}")
         if self.init not in ("inherit", "scratch"):
             raise ArchcompressError(f"--init must be inherit or scratch, got {self.init!r}")
         self.train_config(seed=0).validate()
 
-    def key(self) -> str:
-        """Canonical text of every field: equal budgets, equal keys (the store's ``budget`` column)."""
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+    @property
+    def top_rung(self) -> int:
+        """The index of the last rung (0 without rungs)."""
+        return max(0, len(self.rungs) - 1)
+
+    @property
+    def schedule_epochs(self) -> int:
+        """The epochs the learning-rate schedule spans: the last rung's, or ``epochs``."""
+        return self.rungs[-1] if self.rungs else self.epochs
+
+    def rung_epochs(self, rung: int) -> int:
+        """Epochs trained in all by the time rung ``rung`` is scored."""
+        return self.rungs[rung] if self.rungs else self.epochs
+
+    def key(self, rung: int = 0) -> str:
+        """Canonical text of every field, and the rung: equal budgets, equal keys (the store's ``budget`` column).
+
+        Budgets without rungs keep the keys they had before rungs existed, so older stores stay valid.
+        """
+        values = asdict(self)
+        if self.rungs:
+            values["epochs"] = self.schedule_epochs  # ``epochs`` itself is not used
+            values["rung"] = rung
+        else:
+            del values["rungs"]
+        return json.dumps(values, sort_keys=True, separators=(",", ":"))
 
     def loss_fn(self, targets: TeacherTargets) -> LossFn:
         """The distillation loss of this budget, bound to a source of teacher logits."""
@@ -68,4 +112,5 @@ class Budget:
     def train_config(self, seed: int) -> TrainConfig:
         """The trainer settings for one evaluation: every field this budget shares with ``TrainConfig``."""
         shared = {f.name for f in fields(TrainConfig)} & {f.name for f in fields(self)}
-        return replace(TrainConfig(), seed=seed, **{name: getattr(self, name) for name in shared})
+        config = replace(TrainConfig(), seed=seed, **{name: getattr(self, name) for name in shared})
+        return replace(config, epochs=self.schedule_epochs)

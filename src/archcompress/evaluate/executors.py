@@ -24,7 +24,7 @@ import torch
 from archcompress.errors import ArchcompressError, first_line
 from archcompress.evaluate.worker import EvalContext, EvalOutcome, preload_logits, run_job
 
-Job = tuple[dict[str, Any], int]  # (candidate dict, seed)
+Job = tuple[dict[str, Any], int, int]  # (candidate dict, seed, rung)
 EXECUTORS = ("inline", "process", "ray")
 MAX_ATTEMPTS = 2  # a task whose worker dies is retried once
 
@@ -68,7 +68,11 @@ def ray_task_resources(device: str, workers_per_gpu: int) -> dict[str, float]:
 
 
 class Executor(Protocol):
-    """Runs evaluation jobs and yields ``(job index, outcome)`` in completion order."""
+    """Runs evaluation jobs and yields ``(job index, outcome)`` in completion order.
+
+    ``jobs`` may grow while the iteration runs (a promotion decided on a result just yielded): jobs appended
+    to it are run too, as soon as a worker is free.
+    """
 
     name: str
 
@@ -77,10 +81,12 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-def safe_run_job(context: EvalContext, candidate: dict[str, Any], seed: int, logits: Any = None) -> EvalOutcome:
+def safe_run_job(
+    context: EvalContext, candidate: dict[str, Any], seed: int, logits: Any = None, rung: int = 0
+) -> EvalOutcome:
     """``run_job`` that turns an unexpected error into a failed outcome instead of losing the worker."""
     try:
-        return run_job(context, candidate, seed, logits)
+        return run_job(context, candidate, seed, logits, rung)
     except Exception as exc:  # a bug or bad input in one evaluation must not stop the search
         return EvalOutcome(status=f"failed: {type(exc).__name__}: {first_line(exc)}")
 
@@ -91,8 +97,11 @@ class InlineExecutor:
     name = "inline"
 
     def run(self, context: EvalContext, jobs: Sequence[Job]) -> Iterator[tuple[int, EvalOutcome]]:
-        for index, (candidate, seed) in enumerate(jobs):
-            yield index, safe_run_job(context, candidate, seed)
+        index = 0
+        while index < len(jobs):  # not enumerate: jobs appended during the iteration run too
+            candidate, seed, rung = jobs[index]
+            yield index, safe_run_job(context, candidate, seed, rung=rung)
+            index += 1
 
     def close(self) -> None:
         pass
@@ -174,17 +183,20 @@ class ProcessExecutor:
         # charged to a task that ran alone, and a task that kills its worker cannot take the others with it.
         alone: deque[int] = deque()
         in_flight: dict[Future[EvalOutcome], tuple[int, bool]] = {}
+        queued = len(jobs)
+
+        def submit(index: int, ran_alone: bool) -> None:
+            candidate, seed, rung = jobs[index]
+            future = self._get_pool(context).submit(safe_run_job, context, candidate, seed, None, rung)
+            in_flight[future] = (index, ran_alone)
+
         while pending or alone or in_flight:
             if alone:
                 if not in_flight:
-                    index = alone.popleft()
-                    candidate, seed = jobs[index]
-                    in_flight[self._get_pool(context).submit(safe_run_job, context, candidate, seed)] = (index, True)
+                    submit(alone.popleft(), True)
             else:
                 while pending:
-                    index = pending.popleft()
-                    candidate, seed = jobs[index]
-                    in_flight[self._get_pool(context).submit(safe_run_job, context, candidate, seed)] = (index, False)
+                    submit(pending.popleft(), False)
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in done:
                 index, ran_alone = in_flight.pop(future)
@@ -199,14 +211,19 @@ class ProcessExecutor:
                         alone.append(index)
                     continue
                 yield index, outcome
+                if len(jobs) > queued:  # appended while we yielded
+                    pending.extend(range(queued, len(jobs)))
+                    queued = len(jobs)
 
     def close(self) -> None:
         self._discard_pool()
 
 
-def _ray_job(context: EvalContext, candidate: dict[str, Any], seed: int, logits: Any, threads: int) -> EvalOutcome:
+def _ray_job(
+    context: EvalContext, candidate: dict[str, Any], seed: int, logits: Any, threads: int, rung: int
+) -> EvalOutcome:
     torch.set_num_threads(threads)
-    return safe_run_job(context, candidate, seed, logits)
+    return safe_run_job(context, candidate, seed, logits, rung)
 
 
 class RayExecutor:
@@ -273,11 +290,13 @@ class RayExecutor:
                 logits = training_logits(context, state.teacher, state.splits, state.device)
             self._shared[key] = (ray.put(context), ray.put(logits))
         context_ref, logits_ref = self._shared[key]
-        refs = {
-            self._remote.remote(context_ref, candidate, seed, logits_ref, self.threads): index
-            for index, (candidate, seed) in enumerate(jobs)
-        }
-        while refs:
+        refs: dict[Any, int] = {}
+        queued = 0
+        while refs or queued < len(jobs):
+            for index in range(queued, len(jobs)):  # the first jobs, and those appended while we yielded
+                candidate, seed, rung = jobs[index]
+                refs[self._remote.remote(context_ref, candidate, seed, logits_ref, self.threads, rung)] = index
+            queued = len(jobs)
             done, _ = ray.wait(list(refs), num_returns=1)
             for ref in done:
                 index = refs.pop(ref)

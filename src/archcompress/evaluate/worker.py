@@ -31,6 +31,7 @@ from archcompress.distill import (
 from archcompress.errors import first_line
 from archcompress.evaluate.budget import Budget
 from archcompress.evaluate.latency import measure_latency_ms
+from archcompress.evaluate.rungs import checkpoint_path, load_checkpoint, remove_checkpoints, save_checkpoint
 from archcompress.runtime import cache_home, resolve_device, seed_everything, threads_for_student, torch_threads
 from archcompress.space import Candidate, CompressionSpace, SpaceOptions
 
@@ -49,11 +50,13 @@ class EvalContext:
     space: SpaceOptions = field(default_factory=SpaceOptions)
     latency: bool = False  # also measure each student's CPU latency (``--objective latency``)
     threads: int | None = None  # torch threads per evaluation; None: chosen by the student's size
+    # where a candidate's state is kept between rungs (budget.rungs); None: a promotion trains from the start
+    checkpoint_dir: str | None = None
 
     def fingerprint(self) -> str:
         """Identifies the set-up work (teacher, data, space, budget) a worker can reuse between jobs."""
         fields = asdict(self)
-        del fields["threads"]  # how fast a job runs, not what it sets up
+        del fields["threads"], fields["checkpoint_dir"]  # how a job runs and saves, not what it sets up
         text = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -70,6 +73,8 @@ class EvalOutcome:
     inherited_layers: int | None = None
     fresh_layers: int | None = None
     latency_ms: float | None = None
+    epochs: int | None = None  # epochs trained in all (across rungs)
+    continued: bool = False  # trained on from the previous rung's checkpoint
 
 
 @dataclass
@@ -179,9 +184,10 @@ def _subset(split: Split, size: int) -> tuple[Split, torch.Tensor]:
 
 
 def run_job(
-    context: EvalContext, candidate: dict[str, Any], seed: int, logits: torch.Tensor | None = None
+    context: EvalContext, candidate: dict[str, Any], seed: int, logits: torch.Tensor | None = None, rung: int = 0
 ) -> EvalOutcome:
-    """Build, distil and score one candidate. Never raises for a bad candidate: the outcome says why."""
+    """Build, distil and score one candidate at ``rung`` (with ``budget.rungs``: on from the previous rung's
+    checkpoint when there is one). Never raises for a bad candidate: the outcome says why."""
     state = worker_state(context, logits)
     space = state.space
     parsed = Candidate.from_dict(candidate)
@@ -196,17 +202,42 @@ def run_job(
                "fresh_layers": built.fresh}  # fmt: skip
     budget = context.budget
     loss = budget.loss_fn(state.targets)
+    saved = _checkpoints(context, seed, space.candidate_hash(parsed), rung)
+    resume = None
+    if saved is not None and rung > 0:
+        resume = load_checkpoint(saved[0], built.module)
+        if resume is None:  # no usable checkpoint: the same run, from its start
+            seed_everything(seed)
+            built = space.build(parsed, inherit=context.budget.init == "inherit")
     # A tiny student is Python-bound: more intra-op threads only spin (and hurt when cores are shared).
     threads = threads_for_student(built.macs, torch.get_num_threads(), context.threads)
     started = time.perf_counter()
     try:
         with torch_threads(threads):
-            fit(built.module, state.train, None, loss, budget.train_config(seed), state.device)
+            history = fit(built.module, state.train, None, loss, budget.train_config(seed), state.device,
+                          until_epoch=budget.rung_epochs(rung), resume=resume)  # fmt: skip
             accuracy = evaluate_accuracy(built.module, state.splits.val, state.device)
     except TrainingDiverged:
         return EvalOutcome(status="diverged", train_seconds=time.perf_counter() - started, **outcome)
     except (MemoryError, torch.OutOfMemoryError) as exc:
         return EvalOutcome(status=f"failed: out of memory ({first_line(exc)})", **outcome)
     seconds = time.perf_counter() - started
+    if saved is not None and history.state is not None:
+        if rung < budget.top_rung:  # what a promotion continues from
+            save_checkpoint(saved[1], built.module, history.state)
+        remove_checkpoints([saved[0]])  # the previous rung's state is no longer needed
     latency = measure_latency_ms(built.module, space.input_shape) if context.latency else None
-    return EvalOutcome(status="ok", val_accuracy=accuracy, train_seconds=seconds, latency_ms=latency, **outcome)
+    epochs = history.state.epoch if history.state is not None else None
+    return EvalOutcome(status="ok", val_accuracy=accuracy, train_seconds=seconds, latency_ms=latency, epochs=epochs,
+                       continued=resume is not None, **outcome)  # fmt: skip
+
+
+def _checkpoints(context: EvalContext, seed: int, digest: str, rung: int) -> tuple[Path, Path] | None:
+    """(the previous rung's checkpoint, this rung's) of a candidate, or None without rungs or a checkpoint folder."""
+    if not context.budget.rungs or context.checkpoint_dir is None:
+        return None
+    fingerprint = context.fingerprint()
+    return (
+        checkpoint_path(context.checkpoint_dir, fingerprint, seed, digest, rung - 1),
+        checkpoint_path(context.checkpoint_dir, fingerprint, seed, digest, rung),
+    )

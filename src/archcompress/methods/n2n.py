@@ -19,13 +19,13 @@ class N2NMethod(Method):
     order = 0
     summary = "N2N learning: RL policies remove layers, then shrink the rest (the paper's method)"
     own_flags = ("rollouts", "stage1-share", "stage1-width", "stage2-bases", "stall-updates", "reward",
-                 "objective", "constraint", "policy")  # fmt: skip
+                 "objective", "constraint", "policy", "fit-to-limit")  # fmt: skip
 
     @classmethod
     def preset_options(cls, preset: str) -> N2NOptions:
-        """``paper``: the authors' shrink learning rate and full-width stage 1."""
+        """``paper``: the authors' shrink learning rate, full-width stage 1, no fitting of proposals to the limit."""
         if preset == "paper":
-            return replace(N2NOptions(), shrink_lr=PAPER_SHRINK_LR, stage1_width="full")
+            return replace(N2NOptions(), shrink_lr=PAPER_SHRINK_LR, stage1_width="full", fit_to_limit=False)
         return N2NOptions()
 
     @classmethod

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -33,6 +34,7 @@ from archcompress.rundir import (
     CONFIG_FILE,
     REPORT_FILE,
     REPORT_HTML,
+    RUNGS_DIR,
     STORE_FILE,
     STUDENT_DIR,
     TENSORBOARD_DIR,
@@ -41,6 +43,7 @@ from archcompress.rundir import (
 )
 from archcompress.runtime import atomic_write_text, resolve_device
 from archcompress.search import TeacherStats
+from archcompress.search.choice import promotion_score
 from archcompress.space import CompressionSpace, load_student, save_student
 
 log = logging.getLogger("archcompress")
@@ -126,6 +129,7 @@ def run_compression(
         space=config.space,
         latency=latency_needed,
         threads=config.threads,
+        checkpoint_dir=str(Path(config.out).resolve() / RUNGS_DIR),
     )
     state = worker_state(context)  # also fills the teacher-logit cache before workers start
     space = state.space
@@ -170,10 +174,13 @@ def run_compression(
             )  # fmt: skip
 
         results: list[Result] = []
+        rungs: dict[str, Any] | None = None  # multi-fidelity: how many candidates reached each rung
         try:
             if method.search is not None:
+                score = promotion_score(stats, config.constraints, method.objective())
                 evaluator = Evaluator(context, ResultStore(run.file(STORE_FILE)), executor, seed=config.seed,
-                                      method=config.method, space=space, shared_store=shared)  # fmt: skip
+                                      method=config.method, space=space, shared_store=shared, promote=config.promote,
+                                      score=score)  # fmt: skip
 
                 def progress(status: SearchStatus) -> None:
                     run.save_elapsed()  # a run killed outright still counts its time up to its last evaluation
@@ -186,9 +193,15 @@ def run_compression(
                     objective=method.objective(), batch=batch, tensorboard=run.file(TENSORBOARD_DIR),
                     on_progress=progress,
                 )  # fmt: skip
+                results = evaluator.at_best_fidelity(results)  # promotions that came after a proposal's result
+                if config.candidate.rungs:
+                    rungs = {"epochs": list(config.candidate.rungs), "promote": config.promote,
+                             "candidates": evaluator.ladder.counts()}  # fmt: skip
+                    log.info("candidates per rung (after %s epochs): %s", rungs["epochs"], rungs["candidates"])
                 method.save_artifacts(run)
                 if config.finalists > 1:  # longer runs of the best candidates, stored and resumable like the search's
-                    longer = replace(context, budget=replace(config.candidate, epochs=config.finalist_epochs))
+                    finalist_budget = replace(config.candidate, epochs=config.finalist_epochs, rungs=())
+                    longer = replace(context, budget=finalist_budget)
                     finals = Evaluator(longer, evaluator.store, executor, seed=config.seed, method=config.method,
                                        space=space, shared_store=shared)  # fmt: skip
                     method.context.evaluate_longer = finals.evaluate_many
@@ -219,12 +232,15 @@ def run_compression(
         )  # fmt: skip
         if chosen.finalists:
             report["chosen"]["finalists"] = chosen.finalists
+        if rungs is not None:
+            report["search"]["rungs"] = rungs
         report.update(method.report_extra(run))
         # latency (onnxruntime), file size and the per-layer table; then the HTML report from it all
         report = enrich_report(report, state.teacher.model, chosen.module, space.input_shape, space=space)
         run.write_json(REPORT_FILE, report)
         interruption.stage = None  # the complete report is written; a Ctrl-C now must not replace it
         write_report([run.path], run.file(REPORT_HTML))
+        shutil.rmtree(run.file(RUNGS_DIR), ignore_errors=True)  # only a search in progress continues from them
         log.info(
             "student: test accuracy %.4f, %.1fx fewer params", final["test_accuracy"], report["compression"]["params"]
         )

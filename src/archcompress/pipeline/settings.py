@@ -71,6 +71,8 @@ def resolve_settings(
         return labels.get(path, path)
 
     changes = dict(changes)
+    if "candidate.epochs" in changes and "candidate.rungs" not in changes and not resume:
+        changes["candidate.rungs"] = ()  # --epochs alone: every candidate trains that long once
     if resume:
         if out is None:
             raise ArchcompressError("--resume needs --out RUN_DIR: the run directory to continue")

@@ -26,15 +26,19 @@ class Row:
     params: int | None
     macs: int | None
     latency_ms: float | None = None
+    rung: int = 0  # multi-fidelity: the rung of this result (0 without rungs)
+    epochs: int | None = None  # epochs trained when it was scored
 
     @classmethod
     def of(cls, item: Result | StoredResult) -> Row:
         """The row of a search result or of a row of the result store."""
         if isinstance(item, Result):
-            return cls(item.candidate_hash, item.status, item.val_accuracy, item.params, item.macs, item.latency_ms)
+            return cls(item.candidate_hash, item.status, item.val_accuracy, item.params, item.macs, item.latency_ms,
+                       item.rung, item.epochs)  # fmt: skip
         latency = item.extra.get("latency_ms")
         return cls(item.key.candidate_hash, item.status, item.val_accuracy, item.params, item.macs,
-                   float(latency) if latency is not None else None)  # fmt: skip
+                   float(latency) if latency is not None else None, int(item.extra.get("rung", 0)),
+                   item.extra.get("epochs"))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -64,15 +68,22 @@ def evaluation_entry(row: Row, facts: RunFacts, chosen: str | None = None) -> di
                              "reward": facts.stats.reward(row, facts.objective)}  # fmt: skip
     if row.latency_ms is not None:
         entry["latency_ms"] = row.latency_ms
+    if row.epochs is not None:
+        entry.update(rung=row.rung, epochs=row.epochs)
     entry["meets_constraints"] = meets(row, facts.constraints, facts.stats.params)
     entry["chosen"] = chosen is not None and row.candidate_hash == chosen
     return entry
 
 
 def top_candidates(rows: Sequence[Row], facts: RunFacts, chosen: str | None = None) -> list[dict[str, Any]]:
-    """The trained candidates with the best rewards, each once, the chosen one always included."""
-    unique = {row.candidate_hash: row for row in rows if row.status == "ok"}
-    entries = sorted((evaluation_entry(row, facts, chosen) for row in unique.values()), key=lambda e: -e["reward"])
+    """The trained candidates with the best rewards, each once at its highest rung (which ranks first), the chosen
+    one always included."""
+    unique: dict[str, Row] = {}
+    for row in rows:
+        if row.status == "ok" and (row.candidate_hash not in unique or row.rung >= unique[row.candidate_hash].rung):
+            unique[row.candidate_hash] = row
+    entries = sorted((evaluation_entry(row, facts, chosen) for row in unique.values()),
+                     key=lambda e: (-e.get("rung", 0), -e["reward"]))  # fmt: skip
     top = entries[:TOP_CANDIDATES]
     if chosen is not None and not any(e["chosen"] for e in top):
         top += [e for e in entries if e["chosen"]]

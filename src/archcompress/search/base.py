@@ -21,5 +21,14 @@ class Search(Protocol):
         ...
 
     def observe(self, results: list[Result]) -> None:
-        """The results of the last proposals, in the same order."""
+        """The results of the last proposals, in the same order (each at the best fidelity known then)."""
+        ...
+
+
+class RevisingSearch(Search, Protocol):
+    """A search that also takes later, higher-fidelity results of candidates it observed earlier (multi-fidelity
+    evaluation promotes a candidate after its first result; see :mod:`archcompress.evaluate.rungs`)."""
+
+    def revise(self, results: list[Result]) -> None:
+        """Higher-rung results of candidates observed before."""
         ...

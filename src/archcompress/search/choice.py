@@ -3,7 +3,7 @@ meet every constraint, or, when none does, the one that comes closest to meeting
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from archcompress.constraints import ConstraintCheck, Constraints
@@ -37,6 +37,23 @@ def meets(result: Figures, constraints: Constraints, teacher_params: int) -> boo
     return result.status == "ok" and all(check.met for check in candidate_checks(result, constraints, teacher_params))
 
 
+def promotion_score(
+    teacher: TeacherStats, constraints: Constraints, objective: str = "params"
+) -> Callable[[Result], float | None]:
+    """How multi-fidelity evaluation ranks a rung: the reward of a trained candidate that meets every limit on its
+    size (the accuracy floor is left to the later rungs); None, never promoted, for the others."""
+
+    def score(result: Result) -> float | None:
+        if not result.ok:
+            return None
+        checks = candidate_checks(result, constraints, teacher.params)
+        if not all(check.met for check in checks if check.name != "min_accuracy"):
+            return None
+        return teacher.reward(result, objective)
+
+    return score
+
+
 def reward_name(objective: str) -> str:
     """How the ranking reward is named in the report's sentences."""
     return "paper reward" + ("" if objective == "params" else f" on {objective}")
@@ -45,9 +62,10 @@ def reward_name(objective: str) -> str:
 def ranked_meeting(
     results: Sequence[Result], teacher: TeacherStats, constraints: Constraints, objective: str = "params"
 ) -> list[Result]:
-    """The trained candidates that meet every constraint, each once, best reward first (ties: fewer params)."""
+    """The trained candidates that meet every constraint, each once, the highest fidelity (rung) first, then the
+    best reward (ties: fewer params)."""
     meeting = [r for r in _trained(results).values() if meets(r, constraints, teacher.params)]
-    return sorted(meeting, key=lambda r: (-teacher.reward(r, objective), r.params or 0))
+    return sorted(meeting, key=lambda r: (-r.rung, -teacher.reward(r, objective), r.params or 0))
 
 
 def _trained(results: Sequence[Result]) -> dict[str, Result]:
@@ -79,13 +97,16 @@ def choose_student(
                    f"candidates that meet every constraint ({constraints.describe()})")  # fmt: skip
         else:
             why = f"the highest {measure} ({reward(best):.3f}) of the {len(trained)} trained candidates"
+        if any(r.rung for r in trained):
+            peers = sum(r.rung == best.rung for r in meeting)
+            why += f", among the {peers} scored at its rung {best.rung + 1} (after {best.epochs} epochs)"
         return Choice(best, candidate_checks(best, constraints, teacher.params), True, why)
 
     checks = {r.candidate_hash: candidate_checks(r, constraints, teacher.params) for r in trained}
 
-    def closeness(r: Result) -> tuple[int, float, float]:
+    def closeness(r: Result) -> tuple[int, float, int, float]:
         missed = [c for c in checks[r.candidate_hash] if not c.met]
-        return (-len(missed), -sum(c.excess() for c in missed), reward(r))
+        return (-len(missed), -sum(c.excess() for c in missed), r.rung, reward(r))
 
     best = max(trained, key=closeness)
     missed = ", ".join(c.name for c in checks[best.candidate_hash] if not c.met)

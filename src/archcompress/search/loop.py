@@ -35,14 +35,32 @@ def run_search(
     size: int = batch or int(getattr(search, "batch_size", 1))
     results: list[Result] = []
     seen: set[str] = set()
+    observed: dict[str, int] = {}  # the rung of each candidate's result the search was given
+    revise = getattr(search, "revise", None)
     while len(seen) < budget and len(results) < budget * MAX_PROPOSALS_PER_EVALUATION:
         proposals = search.propose(min(size, budget - len(seen)))
         if not proposals:
             break
         batch_results = evaluator.evaluate_many(proposals, on_result=on_result)
         search.observe(batch_results)
+        if revise is not None:  # promotions of candidates from earlier batches
+            revised = _promoted_since(evaluator, observed)
+            if revised:
+                revise(revised)
+        observed.update((r.candidate_hash, r.rung) for r in batch_results)
         results.extend(batch_results)
         seen.update(r.candidate_hash for r in batch_results)
         if on_update:
             on_update(batch_results)
     return results
+
+
+def _promoted_since(evaluator: Evaluator, observed: dict[str, int]) -> list[Result]:
+    """Results at a higher rung than the search was given, of candidates it observed; ``observed`` is updated."""
+    revised = []
+    for digest, rung in observed.items():
+        best = evaluator.best_known(digest)
+        if best.rung > rung:
+            revised.append(best)
+    observed.update((r.candidate_hash, r.rung) for r in revised)
+    return revised

@@ -22,7 +22,11 @@ REMOVABLE_KINDS = {
     "gate": "gates",  # a whole squeeze-and-excitation gate
     "dense-layer": "dense_layers",  # a DenseNet dense layer (its segment leaves the concatenation)
 }
-DEFAULT_REMOVABLE = tuple(kind for kind, switch in REMOVABLE_KINDS.items() if getattr(DEFAULT_RULES, switch))
+# What the N2N authors' code may remove (the ``paper`` preset, and runs made before ``--removable``) ...
+N2N_CODE_REMOVABLE = tuple(kind for kind, switch in REMOVABLE_KINDS.items() if getattr(DEFAULT_RULES, switch))
+# ... and the default: hidden fully connected layers too. Measured (docs/benchmarks.md, fidelity and quality): on
+# the 1-D CNN at 300x the best students drop the hidden Linear, which holds two thirds of the teacher's weights.
+DEFAULT_REMOVABLE = (*N2N_CODE_REMOVABLE, "linear")
 
 
 def parse_removable(text: str) -> tuple[str, ...]:

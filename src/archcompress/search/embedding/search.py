@@ -496,6 +496,15 @@ class EmbeddingSearch:
         self.history.append(entry)
         self._pending = []
 
+    def revise(self, results: list[Result]) -> None:
+        """Later, higher-fidelity results of earlier candidates (multi-fidelity promotions): the predictor's
+        targets and the ranking of starts take them, and the next round refits."""
+        for result in results:
+            sample = self.samples.get(result.candidate_hash)
+            if sample is not None and sample.ok and result.ok and result.val_accuracy is not None:
+                sample.accuracy = float(result.val_accuracy)
+                self._fitted_size = -1
+
     def _prediction_errors(self, predicted: list[tuple[_Sample, float]]) -> dict[str, float]:
         """Predicted vs. achieved for the ascent's proposals that trained (NaN when there are none)."""
         if not predicted:

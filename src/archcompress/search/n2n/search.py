@@ -14,9 +14,9 @@ finished evaluation comes back from the result store with the same reward, and t
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -67,6 +67,12 @@ class N2NOptions:
     objective: Literal["params", "macs", "latency"] = "params"  # what the compression term C measures
     constraint: Literal["soft", "hard"] = "soft"  # soft: [N2N code] annealed penalty; hard: -1
     policy: str | None = None  # a policies/ directory of an earlier run to start from (transfer)
+    # stage 2 under a parameter limit (--target, --max-params): a proposal over it has its widest channel groups
+    # stepped down the ratio set until it fits, so every evaluation is a student that may be chosen
+    fit_to_limit: bool = True
+
+    # what a run written before an option existed did: its config.yaml lacks the option and resumes this way
+    LEGACY_DEFAULTS: ClassVar[dict[str, Any]] = {"fit_to_limit": False}
 
     def validate(self) -> None:
         """Reject impossible settings."""
@@ -231,7 +237,24 @@ class N2NSearch:
                 kernel_ratios[entry] = self.space.kernel_ratios[int(kernels.actions[position])]
             log_prob, entropy = self._pending.pop()  # one rollout: widths and kernels together
             self._pending.append((log_prob + kernels.log_prob, entropy + kernels.entropy))
-        return Candidate(keep=base.keep, ratios=tuple(ratios), kernel_ratios=tuple(kernel_ratios))
+        return self._fit_to_limit(Candidate(base.keep, tuple(ratios), tuple(kernel_ratios)), units)
+
+    def _fit_to_limit(self, candidate: Candidate, units: list[int]) -> Candidate:
+        """With ``fit_to_limit``: ``candidate`` with its widest groups (of ``units``) stepped down the ratio set,
+        one step at a time, until it meets the parameter limit or every group is at the smallest ratio."""
+        limit = self._param_limit()
+        if not self.options.fit_to_limit or limit is None:
+            return candidate
+        levels = sorted(self.space.ratios)
+        groups = [group for group in (self.space.units[unit].shrink_group for unit in units) if group is not None]
+        ratios = list(candidate.ratios)
+        while self.space.cost(replace(candidate, ratios=tuple(ratios))).params > limit:
+            steppable = [group for group in groups if ratios[group] > levels[0]]
+            if not steppable:
+                break
+            widest = max(steppable, key=lambda group: ratios[group])  # ties: the first such group
+            ratios[widest] = max(level for level in levels if level < ratios[widest])
+        return replace(candidate, ratios=tuple(ratios))
 
     def _kernel_entries(self, base: Candidate) -> list[int]:
         """Positions in ``Candidate.kernel_ratios`` whose unit is present in the base student."""
@@ -293,6 +316,13 @@ class N2NSearch:
             self._stage, self._stalled = 2, 0
         elif stage == 2 and converged:
             self._restart_shrink()
+
+    def revise(self, results: list[Result]) -> None:
+        """Later, higher-fidelity results of earlier candidates: stage 2 ranks the stage-1 architectures by them
+        (the policies are not updated again)."""
+        for result in results:
+            if result.candidate_hash in self._stage1_results and result.ok:
+                self._stage1_results[result.candidate_hash] = (self.reward(result), result.candidate)
 
     def _restart_shrink(self) -> None:
         """Stage 2 has converged: a fresh shrink policy (the transferred one, with ``--policy``) on the next bases."""

@@ -73,17 +73,23 @@ bench-quick: $(STAMP)
 		--teacher-epochs 30 --methods n2n embedding random uniform prune --targets 100 --seeds 0 --budget 30 \
 		--epochs 1 --final-epochs 30
 
-# The small teachers, every method, three seeds, 100 evaluations (targets set by what each space can reach).
-QUALITY := $(BIN)/python benchmarks/quality.py --seeds 0 1 2 --budget 100 --methods n2n prune uniform random embedding
+# The [fidelity] quality benchmarks: N2N, the embedding method and pruning, three seeds, 100 evaluations, with the
+# defaults since multi-fidelity evaluation (rungs after 1, 3 and 9 epochs, hidden linear layers removable, N2N's
+# stage-2 proposals fitted to the parameter limit). The one-fidelity tables before them are kept in
+# benchmarks/results/quality-*-one-fidelity.json.
+RUNGS := $(BIN)/python benchmarks/quality.py --seeds 0 1 2 --budget 100 --methods n2n embedding prune --rungs 1,3,9 \
+	--fit-to-limit
+ALL_KINDS := block,body,max-pool,gate,dense-layer,linear
 bench-small: $(STAMP)
-	$(QUALITY) --name lenet5-digits --model lenet5 --dataset digits --teacher-epochs 30 --epochs 3 \
-		--final-epochs 100 --targets 10 50
-	$(QUALITY) --name cnn1d-mnist1d --model cnn1d --dataset mnist1d --teacher-epochs 30 --epochs 1 \
-		--final-epochs 100 --targets 100 300
+	$(RUNGS) --name cnn1d-mnist1d --model cnn1d --dataset mnist1d --teacher-epochs 30 --epochs 1 \
+		--final-epochs 100 --targets 300 --removable block,body,linear
+	$(RUNGS) --name lenet5-digits --model lenet5 --dataset digits --teacher-epochs 30 --epochs 3 \
+		--final-epochs 100 --targets 50 --removable $(ALL_KINDS)
 
-# Every method on a ResNet-20 teacher on mnist5k, 100 evaluations, three seeds (hours on 2 cores).
+# ResNet-20 on mnist5k at 100x (hours on 2 cores).
 bench-resnet20: $(STAMP)
-	$(QUALITY) --name resnet20-mnist5k --model resnet20 --targets 100 200 500
+	$(RUNGS) --name resnet20-mnist5k --model resnet20 --dataset mnist5k --teacher-epochs 8 --final-epochs 15 \
+		--targets 100 --removable $(ALL_KINDS)
 
 # Every method on a full-width VGG-11 teacher on mnist5k, 100 evaluations, three seeds (hours on 2 cores);
 # finished runs are kept under ~/.cache/archcompress/bench and not repeated.

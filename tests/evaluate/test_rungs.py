@@ -174,6 +174,10 @@ def test_a_candidate_scored_none_is_never_promoted(make_context: Callable[..., E
     results = evaluator.evaluate_many(candidates)
     assert all(r.rung == 0 for r in results)  # one eligible result: below the quota of one in three
     assert evaluator.ladder.counts() == [4, 0, 0]
+    # only the eligible candidate keeps a checkpoint: the others can never go up
+    (kept,) = (tmp_path / "rungs").iterdir()
+    (small_result,) = [r for r in results if r.params == small]
+    assert kept == checkpoint_path(tmp_path / "rungs", context.fingerprint(), 0, small_result.candidate_hash, 0)
 
 
 def test_promotions_run_on_a_process_pool_while_other_jobs_run(

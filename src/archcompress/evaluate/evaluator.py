@@ -9,7 +9,7 @@ from typing import Any
 from archcompress.errors import ArchcompressError
 from archcompress.evaluate.executors import Executor, Job
 from archcompress.evaluate.latency import measure_latency_ms
-from archcompress.evaluate.rungs import DEFAULT_PROMOTE, Ladder
+from archcompress.evaluate.rungs import DEFAULT_PROMOTE, Ladder, checkpoint_path, remove_checkpoints
 from archcompress.evaluate.store import ResultKey, ResultStore, StoredResult
 from archcompress.evaluate.worker import EvalContext, EvalOutcome, worker_state
 from archcompress.space import Candidate, CompressionSpace
@@ -173,9 +173,16 @@ class Evaluator:
             self._failures[result.candidate_hash] = result
             return
         digest = result.candidate_hash
-        self.ladder.add(result.rung, digest, self.score(result))
+        score = self.score(result)
+        self.ladder.add(result.rung, digest, score)
         if digest not in self._best or result.rung >= self._best[digest].rung:
             self._best[digest] = result
+        if score is None and self.context.checkpoint_dir is not None and not result.from_store:
+            # never promoted (over a size limit, or it did not train): its checkpoint would only take disk space
+            fingerprint = self.context.fingerprint()
+            remove_checkpoints(
+                [checkpoint_path(self.context.checkpoint_dir, fingerprint, self.seed, digest, result.rung)]
+            )
 
     def _promote(self, jobs: list[Job], job_keys: list[tuple[str, int]]) -> None:
         """Append a job for every promotion the ladder now allows."""

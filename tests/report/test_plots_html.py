@@ -36,7 +36,7 @@ from archcompress.report.plots import (
     search_curve_figure,
     search_curve_plot,
 )
-from archcompress.space import Candidate, CompressionSpace, save_student
+from archcompress.space import Candidate, save_student
 
 SHAPE = (1, 8, 8)
 
@@ -60,10 +60,11 @@ def make_run(root: Path, name: str, *, method: str = "random", seed: int = 0, re
     """A run directory as `compress` leaves it; ``report``: complete, partial (complete: false) or none."""
     teacher_path = make_teacher(root)
     teacher = load_teacher(teacher_path)
-    space = CompressionSpace.from_model(teacher.model, SHAPE)
     run = root / name
     run.mkdir()
-    (run / "config.yaml").write_text(CompressConfig(teacher=str(teacher_path), out=str(run), method=method).to_yaml())
+    config = CompressConfig(teacher=str(teacher_path), out=str(run), method=method)
+    space = config.space.space_of(teacher.model, SHAPE)  # the run's own space, as compress derives it
+    (run / "config.yaml").write_text(config.to_yaml())
     store = ResultStore(run / "store.sqlite")
     rng = np.random.default_rng(seed)
     candidates = list({space.candidate_hash(c): c for c in (space.sample(rng) for _ in range(8))}.items())
@@ -273,7 +274,7 @@ def test_single_run_report(run_a: Path) -> None:
     assert by_metric["CPU latency, batch 1 (ms)"][0] == "–"  # not measured with measure=False
 
     teacher = load_teacher(report["teacher"]["checkpoint"])
-    space = CompressionSpace.from_model(teacher.model, SHAPE)
+    space = CompressConfig.from_yaml(run_a / "config.yaml").space.space_of(teacher.model, SHAPE)
     rows = layer_rows(space, Candidate.from_dict(report["student"]["candidate"]))
     layers = page.table("layers")[1:]
     assert len(layers) == len(rows) == len(space.units)

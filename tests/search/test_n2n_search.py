@@ -295,3 +295,11 @@ def test_stage2_proposals_are_fitted_to_the_parameter_limit_on_request(space: Co
         assert all(search._fit_to_limit(c, search._shrink_units(search._stage2_base())) == c for c in proposals)
     else:
         assert any(size > limit for size in sizes)
+
+
+def test_an_invalid_proposal_is_left_to_be_evaluated_as_invalid(space: CompressionSpace) -> None:
+    search = _search(space, max_params=space.teacher_cost.params // 20)
+    teacher = space.teacher_candidate()
+    invalid = dataclasses.replace(teacher, ratios=teacher.ratios + (0.5,))  # one ratio too many
+    assert space.check(invalid) is not None
+    assert search._fit_to_limit(invalid, search._shrink_units(teacher)) == invalid

@@ -243,8 +243,8 @@ class N2NSearch:
         """With ``fit_to_limit``: ``candidate`` with its widest groups (of ``units``) stepped down the ratio set,
         one step at a time, until it meets the parameter limit or every group is at the smallest ratio."""
         limit = self._param_limit()
-        if not self.options.fit_to_limit or limit is None:
-            return candidate
+        if not self.options.fit_to_limit or limit is None or self.space.check(candidate) is not None:
+            return candidate  # an invalid proposal is evaluated as such (it earns the policy -1)
         levels = sorted(self.space.ratios)
         groups = [group for group in (self.space.units[unit].shrink_group for unit in units) if group is not None]
         ratios = list(candidate.ratios)

@@ -1,8 +1,8 @@
 """Does removing a strided conv (its downsampling kept by a pooling) give better small students of the 1-D CNN?
 
 Hand-picked students of one size class: the hidden fully connected layer removed (as the good 300x students do),
-and none, the last, the last two or all three strided convs removed, each at the widest uniform width ratio that
-stays within the teacher's parameters / ``--target``. Each is distilled as the final student of ``compress`` is
+and every subset of the three strided convs removed, each at the widest uniform width ratio that stays within the
+teacher's parameters / ``--target``. Each is distilled as the final student of ``compress`` is
 (inherited weights, L2 on the teacher's logits, Adam, one cosine schedule over ``--epochs``) for every seed and
 tested once.
 
@@ -14,6 +14,7 @@ Writes ``benchmarks/results/strided-cnn1d-mnist1d.json`` and prints a table.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import statistics
@@ -61,8 +62,9 @@ def main() -> None:
     max_params = space.teacher_cost.params / args.target
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
-    for count in range(len(strided) + 1):
-        removed = [hidden, *strided[len(strided) - count :]]
+    subsets = [list(c) for count in range(len(strided) + 1) for c in itertools.combinations(strided, count)]
+    for subset in subsets:
+        removed = [hidden, *subset]
         keep = tuple(unit not in removed for unit in space.removable_units)
         ratio = space.largest_uniform_ratio(keep, max_params)
         assert ratio is not None
@@ -74,10 +76,11 @@ def main() -> None:
             built = space.build(candidate, inherit=True)
             fit(built.module, state.train, None, budget.loss_fn(state.targets), budget.train_config(seed), state.device)
             accuracies.append(evaluate_accuracy(built.module, state.splits.test, state.device))
-        rows.append({"strided_convs_removed": count, "width_ratio": ratio, "params": cost.params,
+        names = [space.units[u].name for u in subset]
+        rows.append({"strided_convs_removed": names, "width_ratio": ratio, "params": cost.params,
                      "macs": cost.macs, "test_accuracy": accuracies, "candidate": candidate.to_dict()})  # fmt: skip
         tests = ", ".join(f"{a:.2%}" for a in accuracies)
-        print(f"{count} strided removed: ratio {ratio:.4f}, {cost.params} params, {cost.macs} MACs, test {tests} "
+        print(f"removed {names or 'none'}: ratio {ratio:.4f}, {cost.params} params, {cost.macs} MACs, test {tests} "
               f"(mean {statistics.mean(accuracies):.2%})", flush=True)  # fmt: skip
     result = {"setting": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "teacher": {"params": space.teacher_cost.params, "test_accuracy": teacher.meta.test_accuracy},

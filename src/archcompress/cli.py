@@ -514,7 +514,7 @@ def compress(
         str | None,
         opt(
             "Kinds of unit a search may remove, a comma list of block, body, max-pool, avg-pool, linear "
-            "(hidden fully connected layers), strided-conv; or none.",
+            "(hidden fully connected layers), strided-conv (an average pooling keeps its downsampling); or none.",
             "removable",
         ),
     ] = None,

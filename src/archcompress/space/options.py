@@ -18,7 +18,9 @@ REMOVABLE_KINDS = {
     "max-pool": "max_pool",
     "avg-pool": "avg_pool",  # average pooling with a fixed window
     "linear": "linear",  # hidden fully connected layers
-    "strided-conv": "strided_conv",  # convolutions with a stride above 1 (the resolution then stays higher)
+    # convolutions with a stride above 1; an average pooling with the conv's window and stride stays in its place,
+    # so the resolution (and a later flatten's size) stays the teacher's
+    "strided-conv": "strided_conv",
     "gate": "gates",  # a whole squeeze-and-excitation gate
     "dense-layer": "dense_layers",  # a DenseNet dense layer (its segment leaves the concatenation)
 }

@@ -20,12 +20,14 @@ from archcompress.space.ir import (
     FlattenSpec,
     LayerSpec,
     LinearSpec,
+    PoolSpec,
     ResidualSpec,
     ShuffleSpec,
     SliceSpec,
     Spec,
     StudentArch,
 )
+from archcompress.space.rules import downsampling
 from archcompress.space.units import Structure
 
 _DECIMALS = 6  # canonical ratios are rounded so that float noise cannot change a hash
@@ -57,7 +59,7 @@ class Plan:
 
     candidate: Candidate
     arch: StudentArch
-    layers: tuple[PlacedLayer, ...]
+    layers: tuple[PlacedLayer, ...]  # student layers made from teacher layers (not a removed conv's pooling)
     widths: dict[int, int]  # teacher channel group -> student width, for the groups that remain
     params: int
     macs: int
@@ -236,10 +238,15 @@ class _Placer:
         """
         specs: list[Spec] = []
         for index in seq:
-            if not self.kept[index]:
-                continue
             unit = self.structure.units[index]
             where = f"unit {index} ({unit.kind} {unit.name})"
+            if not self.kept[index]:
+                # a removed strided conv leaves its downsampling (a pooling) so that later shapes stay the teacher's
+                stand_in = downsampling(self.structure.layers[unit.layers[0]].spec) if unit.layers else None
+                if stand_in is not None:
+                    shape = self._stand_in(stand_in, shape, where)
+                    specs.append(stand_in)
+                continue
             if unit.kind == "block" and unit.join == "add" and not any(self.kept[u] for u in unit.body):
                 # an emptied body adds nothing: the projection shortcut alone stays, in line
                 inline, shape, flat = self.place(unit.shortcut, shape, flat, prefix, start + len(specs))
@@ -276,6 +283,14 @@ class _Placer:
                 spec, shape, flat = self._layer(layer_id, unit.kernel_index, shape, flat, path, where)
                 specs.append(spec)
         return specs, shape, flat
+
+    @staticmethod
+    def _stand_in(spec: PoolSpec, shape: Shape, where: str) -> Shape:
+        """Output shape of a removed strided conv's pooling (no parameters, no MACs: not a placed layer)."""
+        try:
+            return handler(spec).out_shape(spec, shape)
+        except ShapeError as exc:
+            raise InvalidCandidateError(f"{where}: the downsampling left by the removed conv: {exc}") from exc
 
     def _layer(
         self, layer_id: int, kernel_index: int | None, shape: Shape, flat: int, path: str, where: str

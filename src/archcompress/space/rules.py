@@ -14,6 +14,15 @@ Layers inside the branches of a concatenation (``torch.cat`` along channels) fol
 Inception branch may lose its 1x1 reduction; a branch emptied this way passes its input on as its segment);
 a concatenation of a tensor with a function of it, ``cat([x, f(x)])`` (a DenseNet dense layer), may be
 removed whole, leaving ``x``; a concatenation of two computed branches (Fire, Inception) is never removed.
+
+A strided convolution (``strided_conv``, off by default) leaves its downsampling behind when it goes: the student
+holds, in its place, an average pooling over the conv's window with the conv's stride and padding
+(:func:`downsampling`). It has no parameters and no MACs, and its output has the conv's spatial size, so every
+later shape (a flatten's size, hence the next Linear's input) stays the teacher's; only the channels pass
+through, as for any removed layer. A conv whose padding exceeds half its window has no such pooling (PyTorch's
+limit) and is never removed. Inside a residual block a strided body conv may go the same way (body layers
+allowed): the pooling keeps the body's output on the projection shortcut's grid. A body left with nothing but
+such poolings is an emptied body, and the block is its projection shortcut alone, which downsamples itself.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ class RemovalRules:
 
     first_layer: bool = False  # the first unit with weights
     classifier: bool = False  # the last Linear
-    strided_conv: bool = False  # a conv with stride > 1 in any dimension
+    strided_conv: bool = False  # a conv with stride > 1 in any dimension (its downsampling stays: a pooling)
     linear: bool = False  # any fully connected layer
     avg_pool: bool = False  # average pooling with a fixed window
     max_pool: bool = True  # max pooling (removing one multiplies every later layer's MACs, saves no params)
@@ -46,7 +55,7 @@ class RemovalRules:
             return False
         head = specs[0]
         if isinstance(head, ConvSpec) and max(head.stride) > 1:
-            return self.strided_conv
+            return self.strided_conv and downsampling(head) is not None
         if isinstance(head, LinearSpec):
             return self.linear
         if isinstance(head, PoolSpec):
@@ -66,6 +75,23 @@ class RemovalRules:
         if not identity_shortcut:
             return False
         return self.gates if join == "mul" else self.identity_blocks
+
+
+def downsampling(spec: LayerSpec) -> PoolSpec | None:
+    """The parameter-free layer a removed strided conv leaves behind; ``None`` for other layers.
+
+    An average pooling over the conv's window span ``dilation * (kernel - 1) + 1`` with its stride and padding
+    gives the conv's output size, ``(n + 2p - span) // s + 1``, on every input size. ``None`` too when the
+    padding exceeds half the span, which PyTorch's pooling refuses.
+    """
+    if not isinstance(spec, ConvSpec) or max(spec.stride) == 1:
+        return None
+    span = tuple(d * (k - 1) + 1 for k, d in zip(spec.kernel, spec.dilation, strict=True))
+    if any(p > w // 2 for p, w in zip(spec.padding, span, strict=True)):
+        return None
+    return PoolSpec(
+        dim=spec.dim, mode="avg", kernel=span, stride=spec.stride, padding=spec.padding, dilation=(1,) * spec.dim
+    )
 
 
 DEFAULT_RULES = RemovalRules()

@@ -205,6 +205,7 @@ def main() -> None:
     teacher_info = {"model": args.model, "dataset": args.dataset, "params": state.space.teacher_cost.params,
                     "test_accuracy": teacher.meta.test_accuracy}  # fmt: skip
     result = {"setting": setting, "teacher": teacher_info, "proxies": proxies, "choices": choices,
+              "chosen_proxy": chosen_proxy(proxies),
               "test_accuracy": {"min": min(truth), "max": max(truth), "median": statistics.median(truth)},
               "candidates": rows, "meta": meta}  # fmt: skip
     path = RESULTS / f"fidelity-{args.name}.json"
@@ -307,6 +308,17 @@ def proxy_taus(
     return proxies
 
 
+def chosen_proxy(proxies: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """What ``compress`` ranks by since multi-fidelity evaluation (the rung schedule's final ranking) beside the
+    one-fidelity ``--epochs 1`` proxy it replaced; None before rungs were measured."""
+    by_name = {p["proxy"]: p for p in proxies}
+    rungs = next((p for p in proxies if p["proxy"].startswith("rungs ") and "ASHA" in p["proxy"]), None)
+    if rungs is None or "short_acc@1" not in by_name:
+        return None
+    return {"proxy": rungs["proxy"], "tau": rungs["tau"], "epochs_per_candidate": rungs["epochs"],
+            "one_epoch_tau": by_name["short_acc@1"]["tau"]}  # fmt: skip
+
+
 def rederive(path: Path) -> None:
     """Recompute the proxies and choices of a results file from its stored curves (no training)."""
     result = json.loads(path.read_text())
@@ -316,6 +328,7 @@ def rederive(path: Path) -> None:
     promote = setting.get("promote", DEFAULT_PROMOTE)
     result["proxies"] = proxy_taus(rows, snapshots, shorts, promote)
     result["choices"] = choice_replays(rows, shorts, promote)
+    result["chosen_proxy"] = chosen_proxy(result["proxies"])
     atomic_write_text(path, json.dumps(result, indent=1) + "\n")
     print(f"re-derived {path}")
 

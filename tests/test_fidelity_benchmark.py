@@ -61,3 +61,18 @@ def test_sampled_candidates_are_distinct_valid_and_in_the_ratio_window(tiny_teac
     for candidate in candidates:
         assert space.check(candidate) is None
         assert 4.0 <= space.teacher_cost.params / space.cost(candidate).params <= 40.0
+
+
+def test_the_asha_replay_ranks_the_highest_rung_first_and_counts_epochs() -> None:
+    curves = [[0.5, 0.9], [0.6, 0.6], [0.1, 0.2]]  # a late bloomer, an early leader, a poor one
+    order, epochs = fidelity.asha_ranking(curves, (1, 2), 1 / 3)
+    assert order == [1, 0, 2]  # only the early leader went up (one in three), so it ranks first
+    assert epochs == 3 * 1 + 1  # three first rungs, one promotion by one more epoch
+    proxies = fidelity.proxy_taus(
+        [{"test_accuracy": t, "val_accuracy_curve": [0.0], "val_l2_curve": [0.0], "short_val_accuracy": {"1": s},
+          "params": 1, "macs": 1, "rung_val_accuracy": {"1,2": c}}
+         for t, s, c in zip([0.9, 0.8, 0.1], [0.2, 0.3, 0.1], curves, strict=True)],
+        [1], [1],
+    )  # fmt: skip
+    chosen = fidelity.chosen_proxy(proxies)
+    assert chosen is not None and chosen["proxy"] == "rungs 1,2 (ASHA)" and chosen["epochs_per_candidate"] == 1.33

@@ -198,7 +198,7 @@ def run_job(
         built = space.build(parsed, inherit=context.budget.init == "inherit")
     except Exception as exc:  # a student that cannot be built is recorded, the search goes on
         return EvalOutcome(status=f"failed: build: {type(exc).__name__}: {first_line(exc)}")
-    outcome = {"params": built.params, "macs": built.macs, "inherited_layers": built.inherited,
+    outcome: dict[str, Any] = {"params": built.params, "macs": built.macs, "inherited_layers": built.inherited,
                "fresh_layers": built.fresh}  # fmt: skip
     budget = context.budget
     loss = budget.loss_fn(state.targets)

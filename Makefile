@@ -91,15 +91,16 @@ bench-resnet20: $(STAMP)
 	$(RUNGS) --name resnet20-mnist5k --model resnet20 --dataset mnist5k --teacher-epochs 8 --final-epochs 15 \
 		--targets 100 --removable $(ALL_KINDS)
 
-# Every method on a full-width VGG-11 teacher on mnist5k, 100 evaluations, three seeds (hours on 2 cores);
-# finished runs are kept under ~/.cache/archcompress/bench and not repeated.
+# Every method on a full-width VGG-11 teacher on mnist5k, 100 evaluations, three seeds (hours on 2 cores), with the
+# one-fidelity settings they were measured with; then the [fidelity] table at 500x with the new defaults on a second
+# teacher (vgg11-mnist5k-high). Finished runs are kept under ~/.cache/archcompress/bench and not repeated.
 VGG := $(BIN)/python benchmarks/quality.py --name vgg11-mnist5k --seeds 0 1 2
 bench-vgg11: $(STAMP)
 	$(VGG) --methods n2n prune n2n-paper --targets 100
 	$(VGG) --methods n2n prune --targets 200 500
 	$(VGG) --methods embedding random uniform --targets 100
-	$(BIN)/python benchmarks/quality.py --name vgg11-mnist5k-high --seeds 0 1 2 --targets 200 500 \
-		--methods n2n prune uniform random embedding
+	$(RUNGS) --name vgg11-mnist5k-high --model vgg11 --dataset mnist5k --teacher-epochs 8 --final-epochs 15 \
+		--targets 500 --removable $(ALL_KINDS)
 	$(BIN)/python benchmarks/embedding.py
 
 # On a machine with one GPU, at most ~8 minutes: the CUDA path, GPU vs CPU distillation throughput, candidates per

@@ -70,6 +70,7 @@ class Setting:
     promote: float = DEFAULT_PROMOTE
     stage2_bases: int = 1  # n2n: stage-1 architectures stage 2 shrinks in turn
     fit_to_limit: bool = False  # n2n: stage-2 proposals over the parameter limit are stepped down to it
+    final_loss: str = "l2"  # the chosen student's distillation loss (every table before --final-loss: l2)
 
 
 def parse_args() -> argparse.Namespace:
@@ -93,6 +94,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--stage2-bases", type=int, default=1, help="n2n: stage-1 architectures stage 2 shrinks")
     parser.add_argument("--fit-to-limit", action="store_true", help="n2n: stage 2 fits proposals to the limit")
     parser.add_argument("--final-epochs", type=int, default=15)
+    parser.add_argument("--final-loss", default="l2", choices=("l2", "kd"), help="the chosen student's loss")
     parser.add_argument("--ratios", default="0.02,0.04,0.06,0.1,0.15,0.25,0.5,1")
     parser.add_argument("--min-channels", type=int, default=2)
     parser.add_argument("--removable", default=",".join(DEFAULT_REMOVABLE), help="kinds of unit a search may remove")
@@ -109,7 +111,7 @@ def main() -> None:
         args.model, kwargs, args.dataset, args.teacher_epochs, args.budget, args.epochs, args.subset or None,
         args.batch_size, args.lr, args.stage1_share, args.final_epochs, tuple(float(r) for r in args.ratios.split(",")),
         args.min_channels, tuple(args.removable.split(",")), parse_rungs(args.rungs), args.promote,
-        args.stage2_bases, args.fit_to_limit,
+        args.stage2_bases, args.fit_to_limit, args.final_loss,
     )  # fmt: skip
     work = (args.work or cache_home() / "bench") / args.name
     work.mkdir(parents=True, exist_ok=True)
@@ -152,7 +154,8 @@ def run_one(setting: Setting, teacher: Path, work: Path, method: str, target: fl
     finalists = {"finalists": FINALISTS, "finalist_epochs": FINALIST_EPOCHS} if method == "n2n-finalists" else {}
     result = archcompress.compress(
         teacher, out, method=method.split("-")[0], resume=resume, budget=setting.budget, target=target,
-        seed=seed, final_epochs=setting.final_epochs, settings={"uniform.depth": True}, n2n=options, **finalists,
+        seed=seed, final_epochs=setting.final_epochs, final_loss=setting.final_loss, settings={"uniform.depth": True},
+        n2n=options, **finalists,
         candidate=Budget(epochs=setting.candidate_epochs, subset=setting.subset, batch_size=setting.batch_size,
                          lr=setting.lr, rungs=setting.rungs), promote=setting.promote,
         space=SpaceOptions(ratios=setting.ratios, min_channels=setting.min_channels, removable=setting.removable),
@@ -260,8 +263,9 @@ def table(setting: Setting, meta: Any, summary: list[dict[str, Any]]) -> str:
             else f"({setting.candidate_epochs} epoch(s) of L2-logit distillation from inherited weights on "
         )
         + f"{setting.subset or 'all'} training images each, Adam {setting.lr:g}, batch {setting.batch_size}; N2N "
-        f"spends {setting.stage1_share:.0%} of it on stage 1), then {setting.final_epochs} epochs of the same "
-        "distillation on the whole training split for the chosen student. "
+        f"spends {setting.stage1_share:.0%} of it on stage 1), then {setting.final_epochs} epochs of "
+        + ("the same distillation" if setting.final_loss == "l2" else "Hinton KD (T=4, 10% hard labels)")
+        + " on the whole training split for the chosen student. "
         f"Ratios {list(setting.ratios)}, at least {setting.min_channels} channels per layer, "
         + (
             "max-pooling layers kept (`--keep-pooling`). "
@@ -329,6 +333,8 @@ def _plain(setting: Setting) -> dict[str, Any]:
         del plain["rungs"], plain["promote"]
     if setting.stage2_bases == 1:
         del plain["stage2_bases"]
+    if setting.final_loss == "l2":
+        del plain["final_loss"]
     if not setting.fit_to_limit:
         del plain["fit_to_limit"]
     return plain

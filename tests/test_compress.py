@@ -92,6 +92,8 @@ def test_compress_writes_the_run_directory(first_run: tuple[Path, Result], teach
     assert report["compression"]["params"] == pytest.approx(teacher_params / student_params)
     assert report["compression"]["params"] > 1
     assert 0 <= report["student"]["test_accuracy"] <= 1 and 0 <= report["student"]["val_accuracy"] <= 1
+    assert config.final_loss == "kd" and report["student"]["distillation_loss"] == "kd"  # the default
+    assert "final distillation: 1 epochs, kd loss" in (run / "log.txt").read_text()
     with torch.no_grad():
         assert student(torch.randn(5, 1, 8, 8)).shape == (5, 10)
 

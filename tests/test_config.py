@@ -158,6 +158,7 @@ def test_the_default_config_is_valid() -> None:
         ({"target": 0.5}, "--target"),
         ({"workers": 0}, "--workers"),
         ({"final_epochs": 0}, "--final-epochs"),
+        ({"final_loss": "mse"}, "--final-loss"),
         ({"preset": "slow"}, "--preset"),
         ({"candidate": Budget(epochs=0)}, "epoch"),
         ({"candidate": Budget(subset=0)}, "--subset"),
@@ -205,6 +206,7 @@ def test_the_paper_preset_applies_from_a_hand_written_config_and_from_create(tmp
     assert "linear" not in loaded.space.removable and "linear" not in created.space.removable  # the N2N code's
     fast = CompressConfig.create("t.pt", "run")
     assert fast.candidate == Budget(rungs=(1, 3, 9)) and "linear" in fast.space.removable
+    assert (loaded.final_loss, created.final_loss, fast.final_loss) == ("candidate", "candidate", "kd")
 
 
 def test_a_config_from_before_the_constraints_moved_still_reads(tmp_path: Path) -> None:
@@ -242,14 +244,30 @@ def test_a_run_written_before_rungs_and_linear_removal_resumes_as_it_ran(tmp_pat
     raw["space"].pop("removable")
     raw["space"]["remove_pooling"] = True  # how such a file said it
     raw["n2n"].pop("fit_to_limit")
+    raw.pop("final_loss")
     path = tmp_path / "config.yaml"
     path.write_text("# archcompress run config: every setting, defaults included\n" + yaml.safe_dump(raw))
     loaded = CompressConfig.from_yaml(path, complete=True)
     assert loaded.candidate.rungs == () and loaded.candidate.epochs == 2  # every candidate trained twice, once
     assert "linear" not in loaded.space.removable and loaded.options_for("n2n").fit_to_limit is False
+    assert loaded.final_loss == "candidate"  # its student was distilled with the candidates' loss
     # the same file written by hand (no marker) takes today's defaults, except that epochs alone mean one fidelity
     hand = tmp_path / "hand.yaml"
     hand.write_text(yaml.safe_dump({"teacher": "t.pt", "out": "run", "n2n": {"rollouts": 3}}))
     fresh = CompressConfig.from_yaml(hand)
     assert fresh.candidate.rungs == (1, 3, 9) and "linear" in fresh.space.removable
-    assert fresh.options_for("n2n").fit_to_limit is True
+    assert fresh.options_for("n2n").fit_to_limit is True and fresh.final_loss == "kd"
+
+
+@pytest.mark.parametrize(("final_loss", "candidate_loss", "used"), [("kd", "l2", "kd"), ("l2", "kd", "l2"),
+                                                                   ("candidate", "kd", "kd"),
+                                                                   ("candidate", "l2", "l2")])  # fmt: skip
+def test_the_final_distillation_takes_final_loss_and_keeps_the_rest_of_the_candidate_budget(
+    final_loss: str, candidate_loss: str, used: str
+) -> None:
+    from archcompress.pipeline.final import final_budget
+
+    candidate = Budget(loss=candidate_loss, lr=3e-3, batch_size=16)  # type: ignore[arg-type]
+    config = CompressConfig(teacher="t.pt", out="run", final_loss=final_loss, candidate=candidate)
+    config.validate()
+    assert final_budget(config) == dataclasses.replace(candidate, loss=used)

@@ -307,7 +307,8 @@ COMPRESS_FLAGS: dict[str, str] = {
     "max_macs": "max_macs", "max_latency_ms": "max_latency_ms", "min_accuracy": "min_accuracy",
     "preset": "preset", "epochs": "candidate.epochs", "rungs": "candidate.rungs", "promote": "promote",
     "subset": "candidate.subset", "loss": "candidate.loss",
-    "final_epochs": "final_epochs", "finalists": "finalists", "finalist_epochs": "finalist_epochs",
+    "final_epochs": "final_epochs", "final_loss": "final_loss", "finalists": "finalists",
+    "finalist_epochs": "finalist_epochs",
     "executor": "executor", "workers": "workers", "ray_address": "ray_address", "workers_per_gpu": "workers_per_gpu",
     "threads": "threads",
     "store": "store", "uniform_depth": "uniform.depth", "data_root": "data.data_root", "device": "device",
@@ -428,6 +429,9 @@ def compress(
     subset: Annotated[int | None, opt("Train candidates on this many samples only (none: all).", "subset")] = None,
     loss: Annotated[str | None, opt("Distillation loss: l2 (N2N) or kd (Hinton).", "loss")] = None,
     final_epochs: Annotated[int | None, opt("Distillation epochs for the chosen student.", "final_epochs")] = None,
+    final_loss: Annotated[
+        str | None, opt("The chosen student's distillation loss: l2, kd or candidate (as --loss).", "final_loss")
+    ] = None,
     finalists: Annotated[
         int | None,
         opt(

@@ -44,7 +44,8 @@ MOVED_SETTINGS = (
 # Settings added since 0.1.0's first run directories: a complete config.yaml written before may lack them (their
 # defaults apply); a truncated file still lacks others, so it is still refused.
 ADDED_SETTINGS = (
-    "max_latency_ms", "finalists", "finalist_epochs", "threads", "workers_per_gpu", "promote", "candidate.rungs"
+    "max_latency_ms", "finalists", "finalist_epochs", "threads", "workers_per_gpu", "promote", "candidate.rungs",
+    "final_loss",
 )  # fmt: skip
 
 
@@ -57,6 +58,17 @@ def candidate_budget(preset: str) -> Budget:
     """The per-candidate training budget of ``preset``: ``fast`` (inherited weights, rungs after 1, 3 and 9
     epochs) or ``paper`` (the N2N code's: fresh init, 5 epochs each)."""
     return Budget.paper() if preset == "paper" else Budget(rungs=FAST_RUNGS)
+
+
+# The chosen student's distillation loss: ``candidate`` distils it with the candidates' --loss (what every run did
+# before final_loss existed, and the paper preset's); the fast preset's Hinton KD was chosen by measurement
+# (benchmarks/final_distillation.py, docs/benchmarks.md).
+FINAL_LOSSES = ("l2", "kd", "candidate")
+
+
+def final_loss(preset: str) -> str:
+    """The final distillation loss of ``preset``: ``kd`` (fast) or the candidates' own (paper)."""
+    return "candidate" if preset == "paper" else "kd"
 
 
 def space_options(preset: str) -> SpaceOptions:
@@ -96,6 +108,7 @@ class CompressConfig:
     threads: int | None = None  # torch threads per evaluation; None: chosen by the student's size
     ray_address: str | None = None
     final_epochs: int = 10
+    final_loss: str = "kd"  # l2, kd or candidate (the candidates' --loss); see final_loss(preset)
     # before the final distillation, this many of the best candidates that meet every constraint are trained
     # again for finalist_epochs, and the best by val accuracy is distilled (0 or 1: the best reward is distilled)
     finalists: int = 0
@@ -123,6 +136,7 @@ class CompressConfig:
                 methods[name] = settings.pop(name)
         settings.setdefault("candidate", candidate_budget(preset))
         settings.setdefault("space", space_options(preset))
+        settings.setdefault("final_loss", final_loss(preset))
         try:
             return cls(teacher=teacher, out=out, preset=preset, methods=methods, **settings)
         except TypeError as exc:
@@ -147,6 +161,8 @@ class CompressConfig:
             raise ArchcompressError(f"--budget must be at least 1 candidate evaluation, got {self.budget}")
         if self.final_epochs < 1:
             raise ArchcompressError(f"--final-epochs must be at least 1, got {self.final_epochs}")
+        if self.final_loss not in FINAL_LOSSES:
+            raise ArchcompressError(f"--final-loss must be one of {', '.join(FINAL_LOSSES)}, got {self.final_loss!r}")
         if self.finalists < 0:
             raise ArchcompressError(f"--finalists must be 0 or more, got {self.finalists}")
         if self.finalist_epochs < 1:
@@ -246,6 +262,8 @@ class CompressConfig:
             raw["candidate"] = _build(Budget, raw["candidate"], f"{where}:candidate", base=candidate_budget(preset))
         elif "candidate" not in raw:
             raw["candidate"] = candidate_budget(preset)
+        # a run written before final_loss existed distilled its student with the candidates' loss: it resumes so
+        raw.setdefault("final_loss", "candidate" if complete else final_loss(preset))
         if "space" in raw and isinstance(raw["space"], dict):
             raw["space"] = _build(SpaceOptions, raw["space"], f"{where}:space", base=space_options(preset))
         elif "space" not in raw:

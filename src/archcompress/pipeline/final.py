@@ -12,6 +12,7 @@ import torch
 from archcompress.config import CompressConfig
 from archcompress.constraints import ConstraintCheck
 from archcompress.distill import CachedLogits, evaluate_accuracy, fit
+from archcompress.evaluate import Budget
 from archcompress.evaluate.latency import measure_latency_ms
 from archcompress.evaluate.worker import WorkerState, training_logits
 from archcompress.methods import ChosenStudent
@@ -22,7 +23,7 @@ def final_distillation(
     config: CompressConfig, state: WorkerState, chosen: ChosenStudent, device: torch.device
 ) -> dict[str, Any]:
     """Distil the chosen student for ``final_epochs`` on the whole training set, then test it once."""
-    budget = config.candidate
+    budget = final_budget(config)
     seed_everything(config.seed)
     module = chosen.module
     targets = state.targets
@@ -37,11 +38,19 @@ def final_distillation(
         "val_accuracy": evaluate_accuracy(module, state.splits.val, device),
         "test_accuracy": evaluate_accuracy(module, state.splits.test, device),
         "train_seconds": time.perf_counter() - started,
+        "distillation_loss": budget.loss,
         "params": chosen.params,
         "macs": chosen.macs,
     }
     module.cpu()
     return final
+
+
+def final_budget(config: CompressConfig) -> Budget:
+    """The candidates' budget with the final distillation's loss (``final_loss``; ``candidate``: theirs)."""
+    if config.final_loss == "candidate":
+        return config.candidate
+    return replace(config.candidate, loss=config.final_loss)  # type: ignore[arg-type]  # validated: l2 or kd
 
 
 def final_checks(

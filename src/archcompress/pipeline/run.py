@@ -25,7 +25,7 @@ from archcompress.evaluate import EvalContext, Evaluator, Result, ResultStore, m
 from archcompress.evaluate.latency import measure_latency_ms
 from archcompress.export import DEFAULT_FILES as EXPORT_FILES
 from archcompress.methods import Method, MethodContext, get_method
-from archcompress.pipeline.final import final_checks, final_distillation
+from archcompress.pipeline.final import final_budget, final_checks, final_distillation
 from archcompress.pipeline.interrupt import Interruption
 from archcompress.pipeline.search import SearchStatus, drive_search
 from archcompress.report import enrich_report, write_report
@@ -211,6 +211,7 @@ def run_compression(
             executor.close()
         log.info("chosen student %s: %s", chosen.candidate_hash or "(no search candidate)", chosen.why)
         search_seconds = run.elapsed_seconds()  # over every invocation of a resumed run
+        log.info("final distillation: %d epochs, %s loss", config.final_epochs, final_budget(config).loss)
         final = final_distillation(config, state, chosen, device)
         checks = final_checks(config, state, chosen, final)
         for check in checks:

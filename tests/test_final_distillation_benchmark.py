@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_scripts import load_benchmark
 
-
-def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("final_distillation_benchmark",
-                                                  ROOT / "benchmarks" / "final_distillation.py")  # fmt: skip
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_script()
+bench = load_benchmark("final_distillation")
 
 
 def _row(run: str, variant: str, accuracy: float, bench_name: str = "t") -> dict[str, object]:

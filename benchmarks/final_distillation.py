@@ -29,15 +29,15 @@ from archcompress.config import CompressConfig
 from archcompress.evaluate import EvalContext, worker_state
 from archcompress.evaluate.worker import WorkerState
 from archcompress.methods import ChosenStudent
-from archcompress.pipeline.final import final_distillation
+from archcompress.pipeline.final import final_budget, final_distillation
 from archcompress.runtime import atomic_write_text, cache_home, resolve_device, seed_everything
 from archcompress.space.candidate import Candidate
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# each variant replaces these fields of the run's candidate budget (which the final distillation uses)
+# each variant: the run's --final-loss, and the KD settings of its budget (those the final distillation uses)
 VARIANTS: dict[str, dict[str, Any]] = {
-    "l2": {"loss": "l2"},
-    "kd": {"loss": "kd", "temperature": 4.0, "alpha": 0.9},  # Hinton et al.: soft targets at T=4, 10% labels
+    "l2": {"final_loss": "l2", "budget": {}},
+    "kd": {"final_loss": "kd", "budget": {"temperature": 4.0, "alpha": 0.9}},  # Hinton: T=4, 10% on the labels
 }
 
 
@@ -82,7 +82,9 @@ def redistil(run: Path, variant: str, device: torch.device) -> dict[str, Any]:
     """The final distillation of ``run``'s chosen student again, with the loss of ``variant``."""
     report = json.loads((run / "report.json").read_text())
     recorded = CompressConfig.from_yaml(run / "config.yaml", complete=True)
-    config = replace(recorded, candidate=replace(recorded.candidate, **VARIANTS[variant]))
+    chosen_loss = VARIANTS[variant]
+    config = replace(recorded, final_loss=chosen_loss["final_loss"],
+                     candidate=replace(recorded.candidate, **chosen_loss["budget"]))  # fmt: skip
     state = shared_state(config, report)
     candidate = Candidate.from_dict(report["student"]["candidate"])
     seed_everything(config.seed)  # as build_chosen does, so the inherited student is the run's own
@@ -95,7 +97,7 @@ def redistil(run: Path, variant: str, device: torch.device) -> dict[str, Any]:
         "method": report["method"],
         "seed": config.seed,
         "variant": variant,
-        "own_loss": recorded.candidate.loss == config.candidate.loss,  # repeats the recorded run
+        "own_loss": final_budget(recorded).loss == final_budget(config).loss,  # repeats the recorded run
         "params": built.params,
         "final_epochs": config.final_epochs,
         "test_accuracy": final["test_accuracy"],

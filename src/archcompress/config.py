@@ -64,11 +64,12 @@ def candidate_budget(preset: str) -> Budget:
 # before final_loss existed, and the paper preset's); the fast preset's Hinton KD was chosen by measurement
 # (benchmarks/final_distillation.py, docs/benchmarks.md).
 FINAL_LOSSES = ("l2", "kd", "candidate")
+FAST_FINAL_LOSS = "kd"
 
 
 def final_loss(preset: str) -> str:
     """The final distillation loss of ``preset``: ``kd`` (fast) or the candidates' own (paper)."""
-    return "candidate" if preset == "paper" else "kd"
+    return "candidate" if preset == "paper" else FAST_FINAL_LOSS
 
 
 def space_options(preset: str) -> SpaceOptions:
@@ -108,7 +109,7 @@ class CompressConfig:
     threads: int | None = None  # torch threads per evaluation; None: chosen by the student's size
     ray_address: str | None = None
     final_epochs: int = 10
-    final_loss: str = "kd"  # l2, kd or candidate (the candidates' --loss); see final_loss(preset)
+    final_loss: str = FAST_FINAL_LOSS  # l2, kd or candidate (the candidates' --loss); see final_loss(preset)
     # before the final distillation, this many of the best candidates that meet every constraint are trained
     # again for finalist_epochs, and the best by val accuracy is distilled (0 or 1: the best reward is distilled)
     finalists: int = 0

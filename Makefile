@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TORCH  := torch==2.14.1 torchvision==0.29.1
 DEMO   := runs/demo
 
-.PHONY: venv demo demo-figures test lint typecheck pytest bench bench-vgg11 bench-small bench-resnet20 bench-quick \
+.PHONY: venv demo demo-figures test lint typecheck pytest bench bench-vgg11 bench-small bench-resnet20 bench-l2 bench-quick \
 	bench-fidelity gpu-check bench-parallel clean
 
 venv: $(STAMP)
@@ -75,21 +75,33 @@ bench-quick: $(STAMP)
 
 # The [fidelity] quality benchmarks: N2N, the embedding method and pruning, three seeds, 100 evaluations, with the
 # defaults since multi-fidelity evaluation (rungs after 1, 3 and 9 epochs, hidden linear layers removable, N2N's
-# stage-2 proposals fitted to the parameter limit). The one-fidelity tables before them are kept in
-# benchmarks/results/quality-*-one-fidelity.json.
+# stage-2 proposals fitted to the parameter limit, Hinton KD for the chosen student). The one-fidelity tables
+# before them are kept in benchmarks/results/quality-*-one-fidelity.json; `make bench-l2` gives the same tables
+# with the L2 final distillation they were first measured with (quality-*-l2.json).
 RUNGS := $(BIN)/python benchmarks/quality.py --seeds 0 1 2 --budget 100 --methods n2n embedding prune --rungs 1,3,9 \
-	--fit-to-limit
+	--fit-to-limit --final-loss kd
 ALL_KINDS := block,body,max-pool,gate,dense-layer,linear
+CNN1D_300 := --model cnn1d --dataset mnist1d --teacher-epochs 30 --epochs 1 --final-epochs 100 --targets 300 \
+	--removable block,body,linear
+LENET5_50 := --model lenet5 --dataset digits --teacher-epochs 30 --epochs 3 --final-epochs 100 --targets 50 \
+	--removable $(ALL_KINDS)
+RESNET20_100 := --model resnet20 --dataset mnist5k --teacher-epochs 8 --final-epochs 15 --targets 100 \
+	--removable $(ALL_KINDS)
+VGG11_500 := --model vgg11 --dataset mnist5k --teacher-epochs 8 --final-epochs 15 --targets 500 --removable $(ALL_KINDS)
 bench-small: $(STAMP)
-	$(RUNGS) --name cnn1d-mnist1d --model cnn1d --dataset mnist1d --teacher-epochs 30 --epochs 1 \
-		--final-epochs 100 --targets 300 --removable block,body,linear
-	$(RUNGS) --name lenet5-digits --model lenet5 --dataset digits --teacher-epochs 30 --epochs 3 \
-		--final-epochs 100 --targets 50 --removable $(ALL_KINDS)
+	$(RUNGS) --name cnn1d-mnist1d $(CNN1D_300)
+	$(RUNGS) --name lenet5-digits $(LENET5_50)
 
 # ResNet-20 on mnist5k at 100x (hours on 2 cores).
 bench-resnet20: $(STAMP)
-	$(RUNGS) --name resnet20-mnist5k --model resnet20 --dataset mnist5k --teacher-epochs 8 --final-epochs 15 \
-		--targets 100 --removable $(ALL_KINDS)
+	$(RUNGS) --name resnet20-mnist5k $(RESNET20_100)
+
+# The four [fidelity] tables with the L2 final distillation (the default before --final-loss kd).
+bench-l2: $(STAMP)
+	$(RUNGS) --final-loss l2 --name cnn1d-mnist1d-l2 $(CNN1D_300)
+	$(RUNGS) --final-loss l2 --name lenet5-digits-l2 $(LENET5_50)
+	$(RUNGS) --final-loss l2 --name resnet20-mnist5k-l2 $(RESNET20_100)
+	$(RUNGS) --final-loss l2 --name vgg11-mnist5k-high-l2 $(VGG11_500)
 
 # Every method on a full-width VGG-11 teacher on mnist5k, 100 evaluations, three seeds (hours on 2 cores), with the
 # one-fidelity settings they were measured with; then the [fidelity] table at 500x with the new defaults on a second
@@ -99,8 +111,7 @@ bench-vgg11: $(STAMP)
 	$(VGG) --methods n2n prune n2n-paper --targets 100
 	$(VGG) --methods n2n prune --targets 200 500
 	$(VGG) --methods embedding random uniform --targets 100
-	$(RUNGS) --name vgg11-mnist5k-high --model vgg11 --dataset mnist5k --teacher-epochs 8 --final-epochs 15 \
-		--targets 500 --removable $(ALL_KINDS)
+	$(RUNGS) --name vgg11-mnist5k-high $(VGG11_500)
 	$(BIN)/python benchmarks/embedding.py
 
 # On a machine with one GPU, at most ~8 minutes: the CUDA path, GPU vs CPU distillation throughput, candidates per

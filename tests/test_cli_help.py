@@ -43,7 +43,7 @@ def test_every_compress_flag_maps_to_a_setting_and_every_setting_flag_is_declare
     ("flag", "path"),
     [("--budget", "budget"), ("--rollouts", "n2n.rollouts"), ("--final-epochs", "final_epochs"),
      ("--min-channels", "space.min_channels"), ("--size-weight", "embedding.size_weight"),
-     ("--loss", "candidate.loss")],
+     ("--loss", "candidate.loss"), ("--fitted-seeds", "embedding.fitted_seeds")],
 )  # fmt: skip
 def test_help_shows_the_dataclass_default(compress_help: str, flag: str, path: str) -> None:
     value = get_setting(CompressConfig.create("t.pt", "run"), path)

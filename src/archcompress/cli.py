@@ -316,7 +316,8 @@ COMPRESS_FLAGS: dict[str, str] = {
     "stage1_width": "n2n.stage1_width", "stage2_bases": "n2n.stage2_bases", "stall_updates": "n2n.stall_updates",
     "fit_to_limit": "n2n.fit_to_limit",
     "reward": "n2n.reward", "objective": "n2n.objective", "constraint": "n2n.constraint", "policy": "n2n.policy",
-    "seed_candidates": "embedding.seed_candidates", "round_size": "embedding.batch_size",
+    "seed_candidates": "embedding.seed_candidates", "fitted_seeds": "embedding.fitted_seeds",
+    "round_size": "embedding.batch_size",
     "embedding_objective": "embedding.objective", "size_weight": "embedding.size_weight",
     "ascent_steps": "embedding.ascent_steps", "step_size": "embedding.step_size",
     "trust_radius": "embedding.trust_radius", "codec": "embedding.codec", "ratios": "space.ratios",
@@ -488,6 +489,10 @@ def compress(
     policy: Annotated[Path | None, opt("n2n: start from the policies/ of an earlier run.", "policy")] = None,
     seed_candidates: Annotated[
         int | None, opt("embedding: evaluated candidates before the first round.", "seed_candidates")
+    ] = None,
+    fitted_seeds: Annotated[
+        float | None,
+        opt("embedding: share of seed candidates that are random removals at the target's width.", "fitted_seeds"),
     ] = None,
     round_size: Annotated[int | None, opt("embedding: new candidates per round.", "round_size")] = None,
     embedding_objective: Annotated[

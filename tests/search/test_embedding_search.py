@@ -187,6 +187,32 @@ def test_a_target_steers_round_proposals_within_the_parameter_limit(space: Compr
     assert under == pytest.approx(at)
 
 
+def test_with_a_target_half_the_seeds_are_random_removals_at_the_targets_uniform_width(
+    space: CompressionSpace,
+) -> None:
+    target, teacher = 8.0, _teacher(space)
+    limit = teacher.params / target
+    search = EmbeddingSearch(space, FAST, teacher, 40, seed=3, target=target)
+    first = search.propose(8)
+    search.observe([FakeEvaluator(space)(c) for c in first])
+    seeds = first + search.propose(8)
+    assert search.phase == "seed"
+    fitted = [seeds[i] for i in range(1, 16, 2)]  # every second seed
+    for candidate in fitted:
+        assert len(set(candidate.ratios)) == 1 and space.cost(candidate).params <= limit
+        wider = space.uniform_candidate(min(1.0, candidate.ratios[0] * 1.25), candidate.keep)
+        assert space.cost(wider).params > limit  # the widest uniform width that meets the target
+    assert len({c.keep for c in fitted}) == len(fitted)  # each with its own removals
+    others = [seeds[i] for i in range(0, 16, 2)]
+    assert sum(len(set(c.ratios)) > 1 for c in others) >= 4  # the stratified draws mix widths
+    # without a target, or with the share at 0, every seed is stratified
+    for plain in (
+        EmbeddingSearch(space, FAST, teacher, 40, seed=3),
+        EmbeddingSearch(space, replace(FAST, fitted_seeds=0.0), teacher, 40, seed=3, target=target),
+    ):
+        assert sum(space.cost(c).params <= limit and len(set(c.ratios)) == 1 for c in plain.propose(8)) <= 1
+
+
 def test_n2n_objective_is_the_log_reward_on_predictions(space: CompressionSpace) -> None:
     teacher = _teacher(space)
     search = EmbeddingSearch(space, replace(FAST, objective="n2n"), teacher, 40, seed=0)
@@ -235,6 +261,7 @@ def test_failed_results_are_data_for_reconstruction_only(space: CompressionSpace
     [
         ({"batch_size": 0}, "--batch-size"),
         ({"max_seed_share": 1.0}, "--max-seed-share"),
+        ({"fitted_seeds": 1.5}, "--fitted-seeds"),
         ({"objective": "reward"}, "--objective"),
         ({"step_size": 0.0}, "--step-size"),
         ({"trust_radius": -1.0}, "--trust-radius"),

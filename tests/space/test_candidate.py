@@ -96,6 +96,24 @@ def test_hash_ignores_settings_of_removed_units(teacher_space) -> None:
     assert space.candidate_hash(removed) != space.candidate_hash(space.teacher_candidate())
 
 
+def test_a_relu_after_a_relu_is_one_network_kept_or_removed(teacher_space) -> None:
+    _, space = teacher_space("resnet20", (3, 32, 32))
+    block, _, _ = _resnet20_block(space, "layers.0.1")
+    relu = next(u for u in space.units if u.name.startswith("layers.0.1:relu")).keep_index
+    first_block, _, _ = _resnet20_block(space, "layers.0.0")
+    assert relu is not None
+    teacher = space.teacher_candidate()
+    # both blocks gone: the ReLU after the second one gets the stem's ReLU output, already non-negative
+    removed = _with(teacher, keep={first_block: False, block: False})
+    assert space.candidate_hash(removed) == space.candidate_hash(_with(removed, keep={relu: False}))
+    assert space.arch(removed) == space.arch(_with(removed, keep={relu: False}))
+    # the block before it kept: its ReLU acts on the residual sum, so removing it is another network
+    assert space.candidate_hash(teacher) != space.candidate_hash(_with(teacher, keep={relu: False}))
+    # only the first block gone: the second one's sum still reaches the ReLU
+    one = _with(teacher, keep={first_block: False})
+    assert space.candidate_hash(one) != space.candidate_hash(_with(one, keep={relu: False}))
+
+
 def test_hash_equal_for_ratios_giving_equal_widths(teacher_space) -> None:
     _, space = teacher_space("resnet20", (3, 32, 32))
     _, _, group = _resnet20_block(space, "layers.0.0")  # a 16-channel group: 0.25 and 0.5 both keep 10

@@ -23,7 +23,7 @@ class EmbeddingMethod(Method):
 
     order = 1
     summary = "architecture compression: gradient ascent in a learned architecture embedding"
-    own_flags = ("seed-candidates", "round-size", "embedding-objective", "size-weight", "ascent-steps",
+    own_flags = ("seed-candidates", "fitted-seeds", "round-size", "embedding-objective", "size-weight", "ascent-steps",
                  "step-size", "trust-radius", "codec")  # fmt: skip
 
     @classmethod

@@ -16,6 +16,7 @@ from archcompress.space.candidate import Candidate
 from archcompress.space.channels import INPUT, Flow, GroupKey, channel_flow
 from archcompress.space.handlers import Shape, ShapeError, handler
 from archcompress.space.ir import (
+    ActSpec,
     ConvSpec,
     FlattenSpec,
     LayerSpec,
@@ -92,7 +93,7 @@ def kept_units(structure: Structure, candidate: Candidate) -> list[bool]:
     """Keep flag per unit: the candidate's flag for removable units, True otherwise.
 
     A removable block whose body units are all removed is the same network as the removed block (its
-    identity shortcut alone), so it is marked removed.
+    identity shortcut alone), so it is marked removed; so is an activation that would repeat the one before it.
     """
     kept = [True] * len(structure.units)
     for position, unit in enumerate(structure.removable):
@@ -101,7 +102,34 @@ def kept_units(structure: Structure, candidate: Candidate) -> list[bool]:
         body = structure.units[unit].body
         if structure.units[unit].join == "add" and body and not any(kept[u] for u in body):
             kept[unit] = False
+    for unit in _repeated_activations(structure, kept):
+        kept[unit] = False
     return kept
+
+
+# (activation, activation whose output it receives) pairs where the second application changes nothing
+_IDEMPOTENT_AFTER = {("relu", "relu"), ("relu", "relu6"), ("relu6", "relu6")}
+
+
+def _repeated_activations(structure: Structure, kept: Sequence[bool]) -> list[int]:
+    """Removable activation units of the main path that receive the output of the same activation (a ReLU
+    after a ReLU, e.g. the ReLUs that follow two removed residual blocks): removed, so that keeping or removing
+    them is one network, one hash."""
+    repeated = []
+    last_act: str | None = None  # the activation that produced the tensor flowing at this point, if any
+    for unit in structure.main:
+        info = structure.units[unit]
+        if not kept[unit]:
+            if info.layers and downsampling(structure.layers[info.layers[0]].spec) is not None:
+                last_act = None  # a removed strided conv leaves an average pooling behind
+            continue
+        tail = structure.layers[info.layers[-1]].spec if info.layers else None
+        fn = tail.fn if isinstance(tail, ActSpec) else None
+        if info.kind == "act" and info.removable and len(info.layers) == 1 and (fn, last_act) in _IDEMPOTENT_AFTER:
+            repeated.append(unit)  # the tensor passes on unchanged: last_act stays
+            continue
+        last_act = fn
+    return repeated
 
 
 def in_student(structure: Structure, candidate: Candidate) -> list[bool]:

@@ -5,7 +5,9 @@ The design is ours (the paper's abstract only names the idea), close to NAO (Luo
 ``docs/methods/embedding.md``. In short:
 
 1. Seed phase: results already known for this teacher (``prior``, e.g. N2N rollouts from the store) count as
-   data; random candidates stratified over log compression fill the rest up to ``seed_candidates``.
+   data; random candidates fill the rest up to ``seed_candidates``. With a ``--target``, a ``fitted_seeds``
+   share of them are random removals at the widest uniform width that meets the target (N2N's stage-1
+   proposals); the others are stratified over log compression.
 2. Rounds of ``batch_size`` proposals: fit the codec model on every result (warm start after the first round),
    encode the teacher and the ``top_k`` best candidates so far, take normalised gradient steps on the predicted
    objective inside a trust region, decode along each path, and propose unseen decodes, best predicted first,
@@ -55,6 +57,7 @@ class EmbeddingOptions:
     seed_candidates: int = 32  # results before the first round, prior results included
     max_seed_share: float = 0.5  # the seed phase spends at most this share of --budget
     seed_bins: int = 8  # log-compression bins the seed phase fills evenly
+    fitted_seeds: float = 0.5  # with a target: share of seeds that are random removals at the target's width
     unlabelled: int = 256  # random candidates that train only the reconstruction (they need no evaluation)
     objective: Literal["linear", "n2n"] = "linear"  # linear: acc - size_weight * ln(params / teacher params)
     size_weight: float = 0.01  # lambda of the linear objective: accuracy traded per e-fold of compression
@@ -85,6 +88,8 @@ class EmbeddingOptions:
         for name in ("seed_candidates", "unlabelled", "top_k", "epochs", "warm_epochs"):
             if getattr(self, name) < 0:
                 raise ArchcompressError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+        if not 0.0 <= self.fitted_seeds <= 1.0:
+            raise ArchcompressError(f"--fitted-seeds must be between 0 and 1, got {self.fitted_seeds}")
         if not 0.0 < self.max_seed_share < 1.0:
             raise ArchcompressError(f"--max-seed-share must be between 0 and 1, got {self.max_seed_share}")
         if self.objective not in ("linear", "n2n"):
@@ -283,20 +288,24 @@ class EmbeddingSearch:
         return min(self.options.seed_bins - 1, int(share * self.options.seed_bins))
 
     def _seed(self, count: int) -> list[Candidate]:
-        """Random candidates filling the emptiest log-compression bins (everything known counts)."""
+        """Random candidates: with a target, every ``1 / fitted_seeds``-th one a random removal at the target's
+        uniform width; the others fill the emptiest log-compression bins (everything known counts)."""
         counts = [0] * self.options.seed_bins
         for sample in self.samples.values():
             if sample.ok:
                 counts[self._bin(sample.candidate)] += 1
         chosen: list[Candidate] = []
         chosen_hashes: set[str] = set()
-        for _ in range(count):
+        for position in range(self.evaluations, self.evaluations + count):
+            fitted = self._is_fitted_seed(position)
             pool: list[tuple[int, int, Candidate, str]] = []  # (bin count, draw order, candidate, hash)
             for _ in range(POOL):
-                candidate = self._draw()
+                candidate = self._draw_fitted() if fitted else self._draw()
                 digest = self.space.candidate_hash(candidate) if candidate else ""
                 if candidate is not None and digest not in self.seen and digest not in chosen_hashes:
                     pool.append((counts[self._bin(candidate)], len(pool), candidate, digest))
+                    if fitted:
+                        break  # a fitted seed is not stratified: the first unseen one is taken
             if not pool:
                 break
             _, _, candidate, digest = min(pool, key=lambda entry: entry[:2])
@@ -306,6 +315,23 @@ class EmbeddingSearch:
         if len(chosen) < count:
             chosen += [c for _, c, _ in self._fallback(count - len(chosen), exclude=chosen_hashes)]
         return chosen
+
+    def _is_fitted_seed(self, position: int) -> bool:
+        """Whether seed number ``position`` (from 0) is a fitted one: spread evenly, ``fitted_seeds`` of them."""
+        share = self.options.fitted_seeds if self.target is not None else 0.0
+        return math.floor((position + 1) * share + 1e-9) > math.floor(position * share + 1e-9)
+
+    def _draw_fitted(self) -> Candidate | None:
+        """A random removal (keep probability 0.3 to 1) at the widest uniform width whose student meets the
+        target: where N2N's stage 1 puts its proposals, and where students that keep balanced widths lie."""
+        assert self.target is not None
+        limit = self.teacher.params / self.target
+        for _ in range(MAX_DRAWS):
+            keep = tuple(self.rng.random(len(self.space.removable_units)) < self.rng.uniform(0.3, 1.0))
+            ratio = self.space.largest_uniform_ratio(keep, limit)
+            if ratio is not None:
+                return self.space.uniform_candidate(ratio, keep)
+        return None
 
     def _data(self) -> CodecData:
         """Every known sample (regression targets where it trained), then the unlabelled candidates."""

@@ -43,8 +43,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", nargs="+", default=["cnn1d-mnist1d", "lenet5-digits", "resnet20-mnist5k",
-                                                      "vgg11-mnist5k-high"],
+    parser.add_argument("--runs", nargs="+", default=["cnn1d-mnist1d-l2", "lenet5-digits-l2", "resnet20-mnist5k-l2",
+                                                      "vgg11-mnist5k-high-l2"],
                         help="quality benchmark names (folders under ~/.cache/archcompress/bench)")  # fmt: skip
     parser.add_argument("--methods", nargs="+", default=["n2n", "embedding"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
@@ -94,6 +94,7 @@ def redistil(run: Path, variant: str, device: torch.device) -> dict[str, Any]:
     final = final_distillation(config, state, chosen, device)
     return {
         "run": run.name,
+        "candidate_hash": report["student"]["candidate_hash"],
         "method": report["method"],
         "seed": config.seed,
         "variant": variant,
@@ -105,6 +106,12 @@ def redistil(run: Path, variant: str, device: torch.device) -> dict[str, Any]:
         "recorded_test_accuracy": report["student"]["test_accuracy"],
         "seconds": time.perf_counter() - started,
     }
+
+
+def measured(row: dict[str, Any] | None, candidate_hash: str) -> bool:
+    """Whether a saved row measured the student a run directory now holds (a run made again since may have
+    chosen another student: that one is measured again, and its row replaced)."""
+    return row is not None and row.get("candidate_hash") == candidate_hash
 
 
 def paired(rows: list[dict[str, Any]], variants: list[str]) -> dict[str, Any]:
@@ -135,24 +142,26 @@ def main() -> None:
     device = resolve_device("cpu")
     previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
     done = {(r["bench"], r["run"], r["variant"]): r for r in previous.get("rows", [])}
-    rows: list[dict[str, Any]] = list(done.values())
     for name in args.runs:
         bench = cache_home() / "bench" / name
         runs = chosen_students(bench, args.methods)
         if not runs:
             raise SystemExit(f"error: no finished {'/'.join(args.methods)} runs under {bench}: run quality.py first")
         for run in runs:
+            chosen = json.loads((run / "report.json").read_text())["student"]["candidate_hash"]
             for variant in args.variants:
-                if (name, run.name, variant) in done:
+                key = (name, run.name, variant)
+                if measured(done.get(key), chosen):
                     continue
-                row = {"bench": name, **redistil(run, variant, device)}
-                rows.append(row)
+                done[key] = {"bench": name, **redistil(run, variant, device)}
+                row = done[key]
                 print(
                     f"{name} {run.name} {variant}: {100 * row['test_accuracy']:.1f}% "
                     f"(recorded {100 * row['recorded_test_accuracy']:.1f}%), {row['seconds']:.0f} s",
                     flush=True,
                 )
-                write(args, rows)  # after every run: an interrupted benchmark resumes
+                write(args, list(done.values()))  # after every run: an interrupted benchmark resumes
+    rows = list(done.values())
     write(args, rows)
     for name in args.runs:
         print(f"\n{name}: {json.dumps(paired([r for r in rows if r['bench'] == name], args.variants), indent=1)}")

@@ -27,3 +27,11 @@ def test_differences_are_paired_per_student_and_unpaired_students_are_left_out()
 def test_students_of_different_teachers_never_pair() -> None:
     rows = [_row("n2n-seed0", "l2", 0.9, "x"), _row("n2n-seed0", "kd", 0.8, "y")]  # same run name, two teachers
     assert bench.paired(bench.rows_by_student(rows), ["l2", "kd"])["students"] == 0
+
+
+def test_a_saved_row_counts_only_for_the_student_it_measured() -> None:
+    row = {**_row("n2n-seed0", "kd", 0.9), "candidate_hash": "abc"}
+    assert bench.measured(row, "abc")
+    assert not bench.measured(row, "def")  # the run was made again and chose another student
+    assert not bench.measured(_row("n2n-seed0", "kd", 0.9), "abc")  # rows from before hashes were recorded
+    assert not bench.measured(None, "abc")

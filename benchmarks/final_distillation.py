@@ -1,14 +1,16 @@
 """Which distillation loss should the final student get: L2 on the teacher's logits, or Hinton's KD?
 
 Takes the students that searches chose in finished quality runs (``quality.py`` run directories under
-``~/.cache/archcompress/bench/NAME``), and distils each again from its inherited weights, once per loss, exactly
-as ``compress`` does its final distillation (same code, same config, same seed): only the loss differs. The
-rerun with the run's own loss repeats the recorded test accuracy (up to CPU non-determinism), which is checked
-and reported. Differences are paired per student.
+``~/.cache/archcompress/bench/NAME``), and distils each again from its inherited weights, once per variant,
+exactly as ``compress`` does its final distillation (same code, same config, same seed): only the loss (or,
+with ``kd-2x``, the number of final epochs) differs. The rerun with the run's own settings repeats the recorded
+test accuracy (up to CPU non-determinism), which is checked and reported. Differences are paired per student.
 
-    .venv/bin/python benchmarks/final_distillation.py --runs cnn1d-mnist1d lenet5-digits
+    .venv/bin/python benchmarks/final_distillation.py --runs cnn1d-mnist1d-l2 lenet5-digits-l2
+    .venv/bin/python benchmarks/final_distillation.py --runs lenet5-digits cnn1d-mnist1d --variants kd kd-2x \
+        --out benchmarks/results/final_epochs.json
 
-Writes ``benchmarks/results/final_distillation.json`` and prints a table per teacher.
+Writes ``benchmarks/results/final_distillation.json`` (or ``--out``) and prints a table per teacher.
 """
 
 from __future__ import annotations
@@ -34,10 +36,14 @@ from archcompress.runtime import atomic_write_text, cache_home, resolve_device, 
 from archcompress.space.candidate import Candidate
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# each variant: the run's --final-loss, and the KD settings of its budget (those the final distillation uses)
+QUESTION = "which distillation loss should the final student get: L2 on logits or Hinton's KD?"
+QUESTION_EPOCHS = "how much does the final student gain from twice the final distillation's epochs?"
+# each variant: the run's --final-loss, the KD settings of its budget (those the final distillation uses), and
+# a factor on the run's --final-epochs
 VARIANTS: dict[str, dict[str, Any]] = {
     "l2": {"final_loss": "l2", "budget": {}},
     "kd": {"final_loss": "kd", "budget": {"temperature": 4.0, "alpha": 0.9}},  # Hinton: T=4, 10% on the labels
+    "kd-2x": {"final_loss": "kd", "budget": {"temperature": 4.0, "alpha": 0.9}, "epochs_factor": 2},
 }
 
 
@@ -47,7 +53,7 @@ def parse_args() -> argparse.Namespace:
                                                       "vgg11-mnist5k-high-l2"],
                         help="quality benchmark names (folders under ~/.cache/archcompress/bench)")  # fmt: skip
     parser.add_argument("--methods", nargs="+", default=["n2n", "embedding"])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=["l2", "kd"], choices=list(VARIANTS))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS / "final_distillation.json")
     return parser.parse_args()
@@ -84,6 +90,7 @@ def redistil(run: Path, variant: str, device: torch.device) -> dict[str, Any]:
     recorded = CompressConfig.from_yaml(run / "config.yaml", complete=True)
     chosen_loss = VARIANTS[variant]
     config = replace(recorded, final_loss=chosen_loss["final_loss"],
+                     final_epochs=recorded.final_epochs * chosen_loss.get("epochs_factor", 1),
                      candidate=replace(recorded.candidate, **chosen_loss["budget"]))  # fmt: skip
     state = shared_state(config, report)
     candidate = Candidate.from_dict(report["student"]["candidate"])
@@ -98,7 +105,9 @@ def redistil(run: Path, variant: str, device: torch.device) -> dict[str, Any]:
         "method": report["method"],
         "seed": config.seed,
         "variant": variant,
-        "own_loss": final_budget(recorded).loss == final_budget(config).loss,  # repeats the recorded run
+        # repeats the recorded run
+        "own_loss": final_budget(recorded).loss == final_budget(config).loss
+        and config.final_epochs == recorded.final_epochs,
         "params": built.params,
         "final_epochs": config.final_epochs,
         "test_accuracy": final["test_accuracy"],
@@ -170,7 +179,7 @@ def main() -> None:
 def write(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
     benches = sorted({r["bench"] for r in rows})
     result = {
-        "question": "which distillation loss should the final student get: L2 on logits or Hinton's KD?",
+        "question": QUESTION if "kd-2x" not in args.variants else QUESTION_EPOCHS,
         "archcompress": archcompress.__version__,
         "torch": torch.__version__,
         "python": platform.python_version(),

@@ -30,7 +30,9 @@ def test_the_parallel_results_say_how_they_were_measured() -> None:
     result = json.loads(RESULTS.read_text())
     for name in ("inline", "process", "ray"):
         assert result[f"{name}_seconds"] == result["executors"][name]["search_seconds"] > 0
-        assert result["executors"][name]["evaluations"] == result["search"]["evaluations"]
+        # the same search (same seed) in every executor; N2N may converge before its budget is spent
+        assert result["executors"][name]["evaluations"] == result["executors"]["inline"]["evaluations"]
+        assert 0 < result["executors"][name]["evaluations"] <= result["search"]["evaluations"]
         assert len(result["executors"][name]["load_average_before"]) == 3
     assert ("shared with other work" in result["note"]) == result["machine_shared"]
     assert {(row["student"], row["threads"], row["added_load"] != "none") for row in result["threads"]} == {

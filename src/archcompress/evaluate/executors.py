@@ -22,7 +22,14 @@ from typing import Any, Protocol
 import torch
 
 from archcompress.errors import ArchcompressError, first_line
-from archcompress.evaluate.worker import EvalContext, EvalOutcome, preload_logits, run_job
+from archcompress.evaluate.worker import (
+    EvalContext,
+    EvalOutcome,
+    preload_logits,
+    run_job,
+    training_logits,
+    worker_state,
+)
 
 Job = tuple[dict[str, Any], int, int]  # (candidate dict, seed, rung)
 EXECUTORS = ("inline", "process", "ray")
@@ -125,8 +132,6 @@ def _shared_logits(context: EvalContext) -> tuple[str, torch.Tensor] | None:
     the teacher runs live (augmentation)."""
     if context.budget.augment:
         return None
-    from archcompress.evaluate.worker import training_logits, worker_state
-
     state = worker_state(context)
     logits = training_logits(context, state.teacher, state.splits, torch.device("cpu"))
     return context.fingerprint(), logits.share_memory_()  # workers map these pages instead of copying them
@@ -138,27 +143,58 @@ class ProcessExecutor:
     name = "process"
 
     def __init__(
-        self, workers: int, threads_per_worker: int | None = None, *, device: str = "cpu", workers_per_gpu: int = 1
+        self,
+        workers: int,
+        threads_per_worker: int | None = None,
+        *,
+        device: str = "cpu",
+        workers_per_gpu: int = 1,
+        start_method: str | None = None,
     ) -> None:
+        """``start_method`` (``fork`` or ``spawn``) overrides the choice of :meth:`can_fork` (for tests)."""
         if workers < 1:
             raise ArchcompressError(f"--workers must be at least 1, got {workers}")
         self.workers = workers
         self.threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
         # the GPU of each worker (None: CPU, or the one GPU that ``cuda:N`` names)
         self.gpus = gpu_slots(workers, workers_per_gpu, visible_gpus()) if shares_gpus(device) else None
+        self.device = device
         self._pool: ProcessPoolExecutor | None = None
+        self.forced_start_method = start_method
+        self.start_method: str | None = None  # how the current pool's workers were started
+
+    def can_fork(self, eval_context: EvalContext | None) -> bool:
+        """Whether workers may be forked from this process: they then start in milliseconds with its imports and
+        its set-up (teacher, data, space, logits) already in memory, instead of seconds per worker.
+
+        Only for single-threaded CPU workers: a forked child that runs torch's OpenMP pool with more than one
+        thread after its parent used it hangs (the pool's threads do not survive ``fork``), and CUDA cannot be
+        used after ``fork`` at all. Everything else spawns fresh interpreters.
+        """
+        on_cpu = self.device == "cpu" or (self.device == "auto" and not torch.cuda.is_available())
+        single_threaded = self.threads == 1 and (eval_context is None or eval_context.threads in (None, 1))
+        return (
+            eval_context is not None
+            and on_cpu
+            and single_threaded
+            and not torch.cuda.is_initialized()
+            and "fork" in multiprocessing.get_all_start_methods()
+        )
 
     def _get_pool(self, eval_context: EvalContext | None = None) -> ProcessPoolExecutor:
         """The pool, started on first use; its workers get ``eval_context``'s teacher logits in shared memory (a
         later context of another teacher or budget is set up from the disk cache, as before)."""
         if self._pool is None:
-            context = multiprocessing.get_context("spawn")  # fork + torch threads can deadlock
+            self.start_method = self.forced_start_method or ("fork" if self.can_fork(eval_context) else "spawn")
+            context = multiprocessing.get_context(self.start_method)
             slots = None
             if self.gpus is not None:  # each worker process the pool starts takes one GPU id
                 slots = context.Queue()
                 for gpu in self.gpus:
                     slots.put(gpu)
             shared = _shared_logits(eval_context) if eval_context is not None else None
+            if self.start_method == "fork" and eval_context is not None:
+                worker_state(eval_context)  # set up here once: forked workers inherit it
             self._pool = ProcessPoolExecutor(
                 self.workers,
                 mp_context=context,
@@ -278,7 +314,6 @@ class RayExecutor:
 
     def run(self, context: EvalContext, jobs: Sequence[Job]) -> Iterator[tuple[int, EvalOutcome]]:
         ray = self._ray
-        from archcompress.evaluate.worker import training_logits, worker_state
 
         key = context.fingerprint()
         if key not in self._shared:  # put in the object store once, shared by every task of every batch

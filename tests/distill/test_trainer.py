@@ -341,3 +341,45 @@ def test_our_errors_ctrl_c_and_out_of_memory_pass_through_the_forward_unchanged(
     with pytest.raises(type(error)) as info:
         fit(RaisingForward(error), toy_split(), None, cross_entropy, TrainConfig(epochs=1, batch_size=8), CPU)
     assert info.value is error
+
+
+# --- slow BatchNorm statistics ----------------------------------------------------------------------------------
+
+
+def bn_net(momentum: float | None) -> nn.Module:
+    """A small conv net on 8x8 digits whose BatchNorm layers use ``momentum`` (torchvision's MobileNetV3: 0.01)."""
+    seed_everything(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16, momentum=momentum), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32, momentum=momentum), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10),
+    )  # fmt: skip
+
+
+def test_recalibration_sets_slow_batchnorm_statistics_to_the_training_average_and_leaves_others() -> None:
+    split = toy_split(count=64, features=6)
+    slow, default = nn.BatchNorm1d(1, momentum=0.01), nn.BatchNorm1d(1)
+    model = nn.Sequential(slow, default, nn.Flatten(), nn.Linear(6, 3))
+    model.train()
+    before = default.running_mean.clone()
+    config = TrainConfig(epochs=1, batch_size=16)
+    assert trainer_module.recalibrate_slow_batchnorm(model, split, CPU, config) == 1
+    inputs = torch.cat([batch.x for batch in split.batches(16)])  # four equal batches: the mean of their means
+    assert torch.allclose(slow.running_mean, inputs.mean(dim=(0, 2)), atol=1e-6)
+    assert slow.momentum == 0.01 and model.training  # restored
+    assert torch.equal(default.running_mean, before)  # a default-momentum layer keeps its own statistics
+    assert trainer_module.recalibrate_slow_batchnorm(toy_model(), split, CPU, config) == 0
+
+
+def test_a_net_with_slow_batchnorm_scores_in_eval_mode_what_it_learnt(
+    digits: DataSplits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = TrainConfig(epochs=3, batch_size=32, seed=0)
+    recalibrated = bn_net(0.001)
+    fit(recalibrated, digits.train, None, cross_entropy, config, CPU)
+    monkeypatch.setattr(trainer_module, "recalibrate_slow_batchnorm", lambda *args, **kwargs: 0)
+    lagging = bn_net(0.001)
+    fit(lagging, digits.train, None, cross_entropy, config, CPU)
+    # the same weights were learnt; only the running statistics differ
+    accuracies = evaluate_accuracy(recalibrated, digits.val, CPU), evaluate_accuracy(lagging, digits.val, CPU)
+    assert accuracies[0] > 0.8 and accuracies[1] < 0.5, accuracies

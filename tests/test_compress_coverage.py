@@ -9,13 +9,17 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import yaml
+from PIL import Image
 from typer.testing import CliRunner
 
 from archcompress.api import train_teacher
 from archcompress.checkpoint import load_teacher
 from archcompress.cli import app
+from archcompress.data import DataOptions
 from archcompress.distill import TrainConfig
 from archcompress.runtime import torch_threads
 from archcompress.space import load_student
@@ -202,3 +206,38 @@ def test_torchvision_teacher_compresses_on_mnist5k(
     with torch.no_grad():
         logits = student(torch.randn(2, 1, 28, 28))
     assert logits.shape == (2, 10) and torch.isfinite(logits).all()
+
+
+def write_image_folder(root: Path, classes: int, per_class: int, size: int) -> None:
+    """``root/train/<class>/*.png``: RGB images of ``size`` pixels whose colour tells the class (learnable)."""
+    rng = np.random.default_rng(0)
+    for label in range(classes):
+        folder = root / "train" / f"class{label}"
+        folder.mkdir(parents=True)
+        for index in range(per_class):
+            pixels = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+            pixels[..., label % 3] += np.uint8(40 * (1 + label // 3))
+            Image.fromarray(pixels, "RGB").save(folder / f"{index:03d}.png")
+
+
+@pytest.mark.slow
+def test_densenet121_on_32px_images_compresses_with_the_teachers_image_size(tmp_path: Path) -> None:
+    """DenseNet-121 needs at least 32x32 inputs: an image folder at --image-size 32. compress takes the image size
+    (and val fraction) the teacher was trained with, without being told."""
+    root = tmp_path / "images"
+    write_image_folder(root, classes=4, per_class=25, size=40)
+    teacher = tmp_path / "teacher.pt"
+    train = TrainConfig(epochs=1, max_steps=3, augment=False, batch_size=16)
+    data = DataOptions(image_size=32, val_fraction=0.2)
+    train_teacher("torchvision:densenet121", f"imagefolder:{root}", teacher, data=data, train=train, device="cpu")
+    assert load_teacher(teacher).meta.input_shape == (3, 32, 32)
+    out = tmp_path / "run"
+    tiny = [*TINY, "--subset", "40", "--final-epochs", "1"]
+    result = CliRunner().invoke(app, ["compress", str(teacher), "--out", str(out), "--target", "4x", *tiny])
+    assert result.exit_code == 0, (result.output, result.exception)
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["data"]["image_size"] == 32 and config["data"]["val_fraction"] == 0.2
+    student = load_student(out / "student")
+    with torch.no_grad():
+        logits = student(torch.randn(2, 3, 32, 32))
+    assert logits.shape == (2, 4) and torch.isfinite(logits).all()

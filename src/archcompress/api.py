@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 from archcompress.checkpoint import TeacherMeta, load_teacher, save_teacher
-from archcompress.data import DataOptions, load_dataset
+from archcompress.data import DataOptions, load_dataset, split_options, with_recorded_splits
 from archcompress.distill import Callback, TrainConfig, TrainHistory, cross_entropy, evaluate_accuracy, fit
 from archcompress.errors import ArchcompressError
 from archcompress.evaluate import Budget, EvalContext, Evaluator, Result, ResultStore, make_executor, worker_state
@@ -122,7 +122,7 @@ def evaluate_candidate(
         teacher_path=str(Path(teacher).resolve()),
         teacher_sha256=loaded.sha256,
         dataset=dataset or loaded.meta.dataset,
-        data=data or DataOptions(),
+        data=with_recorded_splits(data or DataOptions(), loaded.meta.extra.get("data")),
         budget=budget,
         device=device,
     )
@@ -173,7 +173,8 @@ def train_teacher(
     if out.is_dir():
         raise ArchcompressError(f"--out {out} is a directory: give a file path such as {out / 'teacher.pt'}")
     torch_device = resolve_device(device)
-    splits = load_dataset(dataset, data or DataOptions())
+    data = data or DataOptions()
+    splits = load_dataset(dataset, data)
     info = splits.info
     seed_everything(train.seed)
     net = create_model(model, info.input_shape, info.num_classes, model_kwargs)
@@ -205,6 +206,7 @@ def train_teacher(
         seed=train.seed,
         library_version=__version__,
         torch_version=str(torch.__version__),
+        extra={"data": split_options(data)},  # compress uses the same splits and image size
     )
     save_teacher(out, net.cpu(), meta)
     return TeacherTrainingResult(out, meta, history, time.perf_counter() - started)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from archcompress.data import stratified_holdout
+from archcompress.data import DataOptions, split_options, stratified_holdout, with_recorded_splits
 
 labels_strategy = st.lists(st.integers(min_value=0, max_value=7), min_size=0, max_size=300).map(
     lambda values: np.asarray(values, dtype=np.int64)
@@ -73,3 +73,12 @@ def test_holdout_edge_cases() -> None:
 def test_holdout_rejects_bad_fractions(fraction: float) -> None:
     with pytest.raises(ValueError, match=r"hold-out fraction must be in \[0, 1\)"):
         stratified_holdout(np.arange(10) % 2, fraction, 0)
+
+
+def test_a_teachers_recorded_split_options_fill_only_those_left_at_their_defaults() -> None:
+    recorded = split_options(DataOptions(val_fraction=0.2, split_seed=3, image_size=64))
+    assert recorded == {"val_fraction": 0.2, "split_seed": 3, "image_size": 64}
+    assert with_recorded_splits(DataOptions(), recorded) == DataOptions(val_fraction=0.2, split_seed=3, image_size=64)
+    chosen = with_recorded_splits(DataOptions(image_size=96, workers=2), recorded)  # set by the user: kept
+    assert chosen == DataOptions(val_fraction=0.2, split_seed=3, image_size=96, workers=2)
+    assert with_recorded_splits(DataOptions(), None) == DataOptions()  # a teacher from before they were recorded

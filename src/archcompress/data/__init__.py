@@ -18,6 +18,8 @@ from archcompress.data.registry import (
     dataset_sources,
     load_dataset,
     register_dataset,
+    split_options,
+    with_recorded_splits,
 )
 
 __all__ = [
@@ -34,5 +36,7 @@ __all__ = [
     "dataset_sources",
     "load_dataset",
     "register_dataset",
+    "split_options",
     "stratified_holdout",
+    "with_recorded_splits",
 ]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +30,27 @@ class DataOptions:
     split_seed: int = 0
     image_size: int = 224  # imagefolder only: images are resized and centre-cropped to this size
     workers: int = 0  # decoding processes, for data sets that are decoded from files
+
+
+# The options that decide which samples land in which split and at what size: recorded with a teacher, so that a
+# compression of it sees the same splits (its val and test images were never trained on) and input size.
+SPLIT_OPTIONS = ("val_fraction", "split_seed", "image_size")
+
+
+def split_options(options: DataOptions) -> dict[str, Any]:
+    """The split-deciding options of ``options``, as plain values (what a teacher checkpoint records)."""
+    return {name: getattr(options, name) for name in SPLIT_OPTIONS}
+
+
+def with_recorded_splits(options: DataOptions, recorded: dict[str, Any] | None) -> DataOptions:
+    """``options`` with each split option that is still at its default taken from ``recorded`` (a teacher's)."""
+    defaults = DataOptions()
+    chosen = {
+        name: type(getattr(defaults, name))(value)
+        for name, value in (recorded or {}).items()
+        if name in SPLIT_OPTIONS and getattr(options, name) == getattr(defaults, name)
+    }
+    return replace(options, **chosen)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from torch import nn
 
 from archcompress.checkpoint import Teacher, load_teacher
 from archcompress.config import CompressConfig
-from archcompress.data import load_dataset
+from archcompress.data import load_dataset, with_recorded_splits
 from archcompress.distill import evaluate_accuracy
 from archcompress.errors import ArchcompressError
 from archcompress.evaluate import EvalContext, Evaluator, Result, ResultStore, make_executor, worker_state
@@ -113,7 +113,9 @@ def run_compression(
         check_new_run_dir(Path(config.out))
     teacher = load_teacher(config.teacher)
     dataset = config.dataset or teacher.meta.dataset
-    config = replace(config, dataset=dataset, teacher=str(Path(config.teacher).resolve()))
+    # the teacher's val fraction, split seed and image size, unless set (its val and test images were not trained on)
+    data = with_recorded_splits(config.data, teacher.meta.extra.get("data"))
+    config = replace(config, dataset=dataset, teacher=str(Path(config.teacher).resolve()), data=data)
     splits = load_dataset(dataset, config.data)
     _check_teacher_matches_data(teacher, dataset, splits.info.input_shape, splits.info.num_classes)
     device = resolve_device(config.device)

@@ -171,11 +171,12 @@ class ProcessExecutor:
         thread after its parent used it hangs (the pool's threads do not survive ``fork``), and CUDA cannot be
         used after ``fork`` at all. Everything else spawns fresh interpreters.
         """
+        if eval_context is None:  # nothing to set up here for the workers to inherit
+            return False
         on_cpu = self.device == "cpu" or (self.device == "auto" and not torch.cuda.is_available())
-        single_threaded = self.threads == 1 and (eval_context is None or eval_context.threads in (None, 1))
+        single_threaded = self.threads == 1 and eval_context.threads in (None, 1)
         return (
-            eval_context is not None
-            and on_cpu
+            on_cpu
             and single_threaded
             and not torch.cuda.is_initialized()
             and "fork" in multiprocessing.get_all_start_methods()
@@ -192,9 +193,11 @@ class ProcessExecutor:
                 slots = context.Queue()
                 for gpu in self.gpus:
                     slots.put(gpu)
-            shared = _shared_logits(eval_context) if eval_context is not None else None
-            if self.start_method == "fork" and eval_context is not None:
-                worker_state(eval_context)  # set up here once: forked workers inherit it
+            shared = None
+            if eval_context is not None and self.start_method == "fork":
+                worker_state(eval_context)  # set up here once: forked workers inherit it, logits included
+            elif eval_context is not None:
+                shared = _shared_logits(eval_context)
             self._pool = ProcessPoolExecutor(
                 self.workers,
                 mp_context=context,

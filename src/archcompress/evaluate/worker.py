@@ -17,7 +17,15 @@ from typing import Any
 import torch
 
 from archcompress.checkpoint import Teacher, load_teacher
-from archcompress.data import DataOptions, DataSplits, Split, TensorSplit, load_dataset, stratified_holdout
+from archcompress.data import (
+    DataOptions,
+    DataSplits,
+    Split,
+    TensorSplit,
+    load_dataset,
+    split_options,
+    stratified_holdout,
+)
 from archcompress.distill import (
     CachedLogits,
     LiveTeacher,
@@ -148,13 +156,7 @@ def worker_state(context: EvalContext, logits: torch.Tensor | None = None) -> Wo
 
 def training_logits(context: EvalContext, teacher: Teacher, splits: DataSplits, device: torch.device) -> torch.Tensor:
     """The teacher's logits for the whole (un-augmented) training split, from the on-disk cache."""
-    options = context.data
-    split_options: dict[str, object] = {
-        "val_fraction": options.val_fraction,
-        "split_seed": options.split_seed,
-        "image_size": options.image_size,
-    }
-    key = split_key(context.teacher_sha256, context.dataset, splits.train, split_options)
+    key = split_key(context.teacher_sha256, context.dataset, splits.train, split_options(context.data))
     return cached_teacher_logits(teacher.model, splits.train, Path(context.cache_dir), key, device)
 
 

@@ -44,6 +44,21 @@ def test_n2n_run_writes_policies_and_updates(teacher: Path, tmp_path: Path, monk
     assert reuse.exit_code == 0, reuse.output
     assert "policy: " + str(run / "policies") in (again / "config.yaml").read_text()
 
+    # adapting the transferred policies; a policy trained on other unit features is refused in one line
+    softened = tmp_path / "softened"
+    adapt = ["--transfer-temperature", "2", "--transfer-anneal", "3", "--transfer-reset", "shrink-head"]
+    reuse = runner.invoke(
+        app, ["compress", str(teacher), *TINY, "--policy", str(run / "policies"), *adapt, "--out", str(softened)]
+    )
+    assert reuse.exit_code == 0, reuse.output
+    config = (softened / "config.yaml").read_text()
+    assert "transfer_temperature: 2.0" in config and "transfer_reset: shrink-head" in config
+    relative = runner.invoke(
+        app, ["compress", str(teacher), *TINY, "--policy", str(run / "policies"), "--policy-features", "relative",
+              "--out", str(tmp_path / "relative")],
+    )  # fmt: skip
+    assert relative.exit_code == 2 and "pass --policy-features absolute" in relative.output
+
     missing = runner.invoke(
         app, ["compress", str(teacher), *TINY, "--policy", str(tmp_path), "--out", str(tmp_path / "x")]
     )

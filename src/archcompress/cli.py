@@ -316,6 +316,8 @@ COMPRESS_FLAGS: dict[str, str] = {
     "stage1_width": "n2n.stage1_width", "stage2_bases": "n2n.stage2_bases", "stall_updates": "n2n.stall_updates",
     "fit_to_limit": "n2n.fit_to_limit",
     "reward": "n2n.reward", "objective": "n2n.objective", "constraint": "n2n.constraint", "policy": "n2n.policy",
+    "transfer_temperature": "n2n.transfer_temperature", "transfer_anneal": "n2n.transfer_anneal",
+    "transfer_reset": "n2n.transfer_reset", "transfer_keep": "n2n.transfer_keep", "policy_features": "n2n.features",
     "seed_candidates": "embedding.seed_candidates", "fitted_seeds": "embedding.fitted_seeds",
     "round_size": "embedding.batch_size",
     "embedding_objective": "embedding.objective", "size_weight": "embedding.size_weight",
@@ -487,6 +489,25 @@ def compress(
         str | None, opt("n2n: a constraint violation costs soft (annealed penalty) or hard (-1).", "constraint")
     ] = None,
     policy: Annotated[Path | None, opt("n2n: start from the policies/ of an earlier run.", "policy")] = None,
+    transfer_temperature: Annotated[
+        float | None,
+        opt("n2n with --policy: the loaded policies' starting softmax temperature.", "transfer_temperature"),
+    ] = None,
+    transfer_anneal: Annotated[
+        int | None, opt("n2n with --policy: updates over which the temperature falls to 1.", "transfer_anneal")
+    ] = None,
+    transfer_reset: Annotated[
+        str | None,
+        opt("n2n with --policy: none, or shrink-head (re-initialise the width choices).", "transfer_reset"),
+    ] = None,
+    transfer_keep: Annotated[
+        str | None,
+        opt("n2n with --policy: keep the share of units it learnt (share) or as many (count).", "transfer_keep"),
+    ] = None,
+    policy_features: Annotated[
+        str | None,
+        opt("n2n: unit features the policies read, absolute or relative to the teacher.", "policy_features"),
+    ] = None,
     seed_candidates: Annotated[
         int | None, opt("embedding: evaluated candidates before the first round.", "seed_candidates")
     ] = None,

@@ -19,7 +19,8 @@ class N2NMethod(Method):
     order = 0
     summary = "N2N learning: RL policies remove layers, then shrink the rest (the paper's method)"
     own_flags = ("rollouts", "stage1-share", "stage1-width", "stage2-bases", "stall-updates", "reward",
-                 "objective", "constraint", "policy", "fit-to-limit")  # fmt: skip
+                 "objective", "constraint", "policy", "fit-to-limit", "transfer-temperature",
+                 "transfer-anneal", "transfer-reset", "transfer-keep", "policy-features")  # fmt: skip
 
     @classmethod
     def preset_options(cls, preset: str) -> N2NOptions:

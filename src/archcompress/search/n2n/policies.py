@@ -6,6 +6,9 @@ arguments are kept in ``config`` so a saved policy is rebuilt with ``Policy(**co
 
 All sampling goes through an explicit ``torch.Generator``: a seeded run is reproducible.
 
+Each policy has a softmax ``temperature`` (1 unless set; not saved): its logits are divided by it before they
+are sampled and scored, so a policy loaded from another teacher can be softened while it adapts (transfer).
+
 Log-probabilities and entropies are sums over the decisions of one rollout (the log-probability and entropy of
 the whole action sequence under the factorised distribution); units without a decision contribute nothing.
 """
@@ -66,6 +69,7 @@ class RemovalPolicy(nn.Module):
             "init_keep_prob": init_keep_prob,
         }
         self.feature_dim = feature_dim
+        self.temperature = 1.0
         self.lstm = nn.LSTM(feature_dim, hidden, num_layers=layers, bidirectional=True, batch_first=True)
         self.head = nn.Linear(2 * hidden, 2)
         with torch.no_grad():
@@ -73,13 +77,13 @@ class RemovalPolicy(nn.Module):
             self.head.bias.copy_(torch.tensor([0.0, math.log(init_keep_prob / (1.0 - init_keep_prob))]))
 
     def forward(self, features: Tensor) -> Tensor:
-        """Per-unit logits (T, 2) for unit features (T, F); column 1 is "keep"."""
+        """Per-unit logits (T, 2) for unit features (T, F), divided by the temperature; column 1 is "keep"."""
         _check_features(features, self.feature_dim)
         if features.shape[0] == 0:
             return self.head.bias.expand(0, 2)
         x = features.to(self.head.weight.dtype).unsqueeze(0)  # (1, T, F)
         out, _ = self.lstm(x)  # (1, T, 2H): forward and backward states concatenated
-        return self.head(out.squeeze(0))  # (T, 2)
+        return self.head(out.squeeze(0)) / self.temperature  # (T, 2)
 
     def _score(self, logits: Tensor, removable: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
         """Summed log-probability and entropy of ``actions`` over the removable units only."""
@@ -117,6 +121,36 @@ class RemovalPolicy(nn.Module):
         return self._score(self(features), removable, actions)
 
 
+def expected_kept(policy: RemovalPolicy, features: Tensor, removable: Tensor) -> float:
+    """The number of removable units ``policy`` keeps on average (at temperature 1) for these unit features."""
+    with torch.no_grad():
+        logits = policy(features) * policy.temperature  # (T, 2)
+        return float(F.softmax(logits, dim=-1)[:, KEEP][removable.to(torch.bool)].sum())
+
+
+def shift_to_keep(policy: RemovalPolicy, features: Tensor, removable: Tensor, count: float) -> float:
+    """Shift ``policy``'s keep logit so that it keeps ``count`` of the removable units on average; the shift.
+
+    Bisection on a bias added to every unit's keep-minus-remove logit (the sum of the keep probabilities grows
+    monotonically with it); ``count`` is clipped to half a unit inside ``[0, removable units]``.
+    """
+    mask = removable.to(torch.bool)
+    units = int(mask.sum())
+    if units == 0:
+        return 0.0
+    with torch.no_grad():
+        logits = policy(features) * policy.temperature
+        margin = (logits[:, KEEP] - logits[:, REMOVE])[mask]  # (R,)
+        wanted = min(max(count, 0.5), units - 0.5)
+        low, high = -30.0, 30.0
+        for _ in range(60):
+            middle = (low + high) / 2
+            low, high = (middle, high) if float(torch.sigmoid(margin + middle).sum()) < wanted else (low, middle)
+        shift = (low + high) / 2
+        policy.head.bias[KEEP] += shift
+    return shift
+
+
 class ShrinkPolicy(nn.Module):
     """Autoregressive two-layer LSTM choosing one ratio index per unit, fed its previous choice (stage 2)."""
 
@@ -129,6 +163,7 @@ class ShrinkPolicy(nn.Module):
         self.feature_dim = feature_dim
         self.num_choices = num_choices
         self.hidden = hidden
+        self.temperature = 1.0
         # a ModuleList, not a Python list: the authors' plain list hid the cells from .parameters() (never trained)
         self.cells = nn.ModuleList([nn.LSTMCell(feature_dim + num_choices, hidden), nn.LSTMCell(hidden, hidden)])
         self.head = nn.Linear(hidden, num_choices)
@@ -150,7 +185,7 @@ class ShrinkPolicy(nn.Module):
             for i, cell in enumerate(self.cells):
                 states[i] = cell(inp, states[i])
                 inp = states[i][0]  # (1, H)
-            step_logits = self.head(inp)  # (1, K)
+            step_logits = self.head(inp) / self.temperature  # (1, K)
             choice = _draw(F.softmax(step_logits, dim=-1), generator) if actions is None else actions[t : t + 1]
             chosen.append(choice)
             logits.append(step_logits)
@@ -169,7 +204,7 @@ class ShrinkPolicy(nn.Module):
         return log_prob, entropy
 
     def forward(self, features: Tensor, actions: Tensor) -> Tensor:
-        """Logits (T, K) with the given previous choices fed back (teacher forcing)."""
+        """Logits (T, K), divided by the temperature, with the given previous choices fed back (teacher forcing)."""
         return self._unroll(features, actions.to(device=self.head.weight.device, dtype=torch.long), None)[1]
 
     def sample(self, features: Tensor, generator: torch.Generator | None = None) -> PolicySample:

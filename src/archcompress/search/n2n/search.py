@@ -14,6 +14,7 @@ finished evaluation comes back from the result store with the same reward, and t
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -26,7 +27,8 @@ from archcompress.errors import ArchcompressError
 from archcompress.evaluate import Result
 from archcompress.runtime import atomic_open
 from archcompress.search.choice import candidate_checks
-from archcompress.search.n2n.policies import RemovalPolicy, ShrinkPolicy
+from archcompress.search.n2n.features import FEATURE_KINDS, policy_features
+from archcompress.search.n2n.policies import RemovalPolicy, ShrinkPolicy, expected_kept, shift_to_keep
 from archcompress.search.n2n.reinforce import REMOVAL_LR, SHRINK_LR, Reinforce
 from archcompress.search.reward import (
     INVALID_REWARD,
@@ -37,9 +39,13 @@ from archcompress.search.reward import (
 )
 from archcompress.space import FEATURE_SCHEMA, Candidate, CompressionSpace
 
+log = logging.getLogger("archcompress")
+
 PAPER_SHRINK_LR = 0.1  # [N2N code]; the paper preset uses it, the default is the safer SHRINK_LR
 OBJECTIVES = ("params", "macs", "latency")
 STAGE1_WIDTHS = ("target", "full", "median")
+TRANSFER_RESETS = ("none", "shrink-head")
+TRANSFER_KEEPS = ("share", "count")
 REMOVAL_FILE = "removal.pt"
 SHRINK_FILE = "shrink.pt"
 KERNEL_FILE = "kernel.pt"  # only when the space has kernel ratios
@@ -67,6 +73,17 @@ class N2NOptions:
     objective: Literal["params", "macs", "latency"] = "params"  # what the compression term C measures
     constraint: Literal["soft", "hard"] = "soft"  # soft: [N2N code] annealed penalty; hard: -1
     policy: str | None = None  # a policies/ directory of an earlier run to start from (transfer)
+    # with --policy: the loaded policies sample at this softmax temperature, lowered linearly to 1 over their
+    # first transfer_anneal updates, so they explore the new teacher before they settle on the old one's choices
+    transfer_temperature: float = 1.0
+    transfer_anneal: int = 10
+    # with --policy: share keeps each unit with the probability the policy learnt, so a teacher twice as deep
+    # keeps twice as many units; count shifts the keep logit so it keeps as many as on the teacher it learnt on
+    transfer_keep: Literal["share", "count"] = "share"
+    # with --policy: shrink-head re-initialises the output layers of the stage-2 policies (their width choices)
+    transfer_reset: Literal["none", "shrink-head"] = "none"
+    # the unit features the policies read: absolute, or relative to the teacher's largest (see features.py)
+    features: Literal["absolute", "relative"] = "absolute"
     # stage 2 under a parameter limit (--target, --max-params): a proposal over it has its widest channel groups
     # stepped down the ratio set until it fits, so every evaluation is a student that may be chosen
     fit_to_limit: bool = True
@@ -82,18 +99,26 @@ class N2NOptions:
             raise ArchcompressError(f"--stage1-share must be between 0 and 1, got {self.stage1_share}")
         if self.reward not in ("paper", "log"):
             raise ArchcompressError(f"--reward must be paper or log, got {self.reward!r}")
-        if self.objective not in OBJECTIVES:
-            raise ArchcompressError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if self.stall_updates < 0:
             raise ArchcompressError(f"--stall-updates must be 0 or more, got {self.stall_updates}")
         if self.stage2_bases < 1:
             raise ArchcompressError(f"--stage2-bases must be at least 1, got {self.stage2_bases}")
-        if self.stage1_width not in STAGE1_WIDTHS:
-            raise ArchcompressError(
-                f"--stage1-width must be one of {', '.join(STAGE1_WIDTHS)}, got {self.stage1_width!r}"
-            )
         if self.constraint not in ("soft", "hard"):
             raise ArchcompressError(f"--constraint must be soft or hard, got {self.constraint!r}")
+        if self.transfer_temperature <= 0.0:
+            raise ArchcompressError(f"--transfer-temperature must be above 0, got {self.transfer_temperature}")
+        if self.transfer_anneal < 0:
+            raise ArchcompressError(f"--transfer-anneal must be 0 or more, got {self.transfer_anneal}")
+        choices: dict[str, tuple[str, tuple[str, ...]]] = {
+            "--objective": (self.objective, OBJECTIVES),
+            "--stage1-width": (self.stage1_width, STAGE1_WIDTHS),
+            "--transfer-reset": (self.transfer_reset, TRANSFER_RESETS),
+            "--transfer-keep": (self.transfer_keep, TRANSFER_KEEPS),
+            "--policy-features": (self.features, FEATURE_KINDS),
+        }
+        for flag, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise ArchcompressError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
 
 
 class N2NSearch:
@@ -122,7 +147,7 @@ class N2NSearch:
         self.stage1_evaluations = max(1, round(budget * options.stage1_share)) if budget > 1 else budget
         self.generator = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)  # policy initialisation
-        features = torch.as_tensor(space.features())  # (units, F)
+        features = torch.as_tensor(policy_features(space, options.features))  # (units, F)
         self.features = features
         self.removable = torch.tensor([u.keep_index is not None for u in space.units], dtype=torch.bool)
         self.seed = seed
@@ -131,11 +156,17 @@ class N2NSearch:
         # kernel sizes, when the space has kernel ratios: a second autoregressive policy over the kernel units
         self.kernel = ShrinkPolicy(features.shape[1], len(space.kernel_ratios)) if space.kernel_units else None
         if options.policy:
-            load_policies(Path(options.policy), self.removal, self.shrink, space, self.kernel)
+            self._transfer(self.removal)
+            if options.transfer_keep == "count":
+                self._keep_as_many_as_trained(Path(options.policy))
+            note = unseen_kinds_note(Path(options.policy), space)
+            if note:
+                log.warning("%s", note, extra={"console": True})
         self.removal_trainer = Reinforce(
             self.removal, options.removal_lr, options.baseline_decay, options.entropy_weight
         )
         self.shrink_trainer = self._shrink_trainer()
+        self._soften()
         self._stage = 1
         self._stalled = 0  # updates in a row that proposed no new candidate
         self._base_offset = 0  # stage 2 shrinks the stage-1 architectures ranked from here on
@@ -297,6 +328,7 @@ class N2NSearch:
         entropies = [en for _, en in self._pending]
         trainer = self.removal_trainer if stage == 1 else self.shrink_trainer
         stats = trainer.update(log_probs, rewards, entropies)
+        self._soften()
         if stage == 1:
             for reward, result in zip(rewards, results, strict=True):
                 if result.ok:
@@ -337,12 +369,44 @@ class N2NSearch:
             self.shrink = ShrinkPolicy(self.features.shape[1], len(self.space.ratios))
             if self.kernel is not None:
                 self.kernel = ShrinkPolicy(self.features.shape[1], len(self.space.kernel_ratios))
-        if self.options.policy:
-            removal = RemovalPolicy(self.features.shape[1])
-            load_policies(Path(self.options.policy), removal, self.shrink, self.space, self.kernel)
+            if self.options.policy:
+                self._transfer(RemovalPolicy(self.features.shape[1]))
         self.shrink_trainer = self._shrink_trainer()
+        self._soften()
 
     # --- transfer ------------------------------------------------------------------------------------
+
+    def _transfer(self, removal: RemovalPolicy) -> None:
+        """Load ``--policy`` into ``removal`` and the stage-2 policies, then reset what ``transfer_reset`` names."""
+        options = self.options
+        load_policies(Path(str(options.policy)), removal, self.shrink, self.space, self.kernel, options.features)
+        if options.transfer_reset == "shrink-head":
+            for policy in (self.shrink, self.kernel):
+                if policy is not None:
+                    policy.head.reset_parameters()  # the global generator: seeded by the caller
+
+    def _keep_as_many_as_trained(self, directory: Path) -> None:
+        """Shift the loaded removal policy so that it keeps as many units here as on its own teacher."""
+        payload = torch.load(directory / REMOVAL_FILE, map_location="cpu", weights_only=True)
+        count = payload.get("expected_kept")
+        if count is None:
+            raise ArchcompressError(
+                f"--policy {directory} does not record how many units its removal policy keeps (saved by an "
+                "earlier archcompress): train it again, or leave --transfer-keep at share"
+            )
+        shift_to_keep(self.removal, self.features, self.removable, float(count))
+
+    def _soften(self) -> None:
+        """With ``--policy``: each policy's temperature for the updates its trainer has made (see N2NOptions)."""
+        options = self.options
+        if not options.policy:
+            return
+        stages = ((self.removal_trainer, (self.removal,)), (self.shrink_trainer, (self.shrink, self.kernel)))
+        for trainer, policies in stages:
+            left = max(0.0, 1.0 - trainer.updates / options.transfer_anneal) if options.transfer_anneal else 0.0
+            for policy in policies:
+                if policy is not None:
+                    policy.temperature = 1.0 + (options.transfer_temperature - 1.0) * left
 
     def shrink_policy_to_keep(self) -> dict[str, torch.Tensor]:
         """The shrink policy's weights worth reusing: of those stage 2 ran, the one whose rollouts scored best."""
@@ -363,6 +427,7 @@ class N2NSearch:
         if self.kernel is not None:
             states[KERNEL_FILE] = self.kernel.state_dict()
             policies.append((self.kernel, KERNEL_FILE))
+        kept = expected_kept(self.removal, self.features, self.removable)
         for policy, name in policies:
             payload = {
                 "format": "archcompress-policy",
@@ -370,6 +435,9 @@ class N2NSearch:
                 "config": dict(policy.config),
                 "state_dict": states[name],
                 "feature_schema": {"version": FEATURE_SCHEMA.version, "names": list(FEATURE_SCHEMA.names)},
+                "features": self.options.features,
+                "unit_kinds": sorted({unit.kind for unit in self.space.units}),
+                **({"expected_kept": kept} if name == REMOVAL_FILE else {}),
                 "ratios": list(self.space.kernel_ratios if name == KERNEL_FILE else self.space.ratios),
                 "options": asdict(self.options),
             }
@@ -378,10 +446,15 @@ class N2NSearch:
 
 
 def load_policies(
-    directory: Path, removal: nn.Module, shrink: nn.Module, space: CompressionSpace, kernel: nn.Module | None = None
+    directory: Path,
+    removal: nn.Module,
+    shrink: nn.Module,
+    space: CompressionSpace,
+    kernel: nn.Module | None = None,
+    features: str = "absolute",
 ) -> None:
     """Load saved policies into ``removal`` and ``shrink`` (and ``kernel``, when the directory has one),
-    refusing ones made for another feature schema."""
+    refusing ones made for another feature schema or another kind of unit features than ``features``."""
     policies: list[tuple[nn.Module, str]] = [(removal, REMOVAL_FILE), (shrink, SHRINK_FILE)]
     if kernel is not None and (directory / KERNEL_FILE).is_file():
         policies.append((kernel, KERNEL_FILE))
@@ -403,6 +476,12 @@ def load_policies(
                 f"--policy {path} was trained on unit features of schema version {schema.get('version')!r}, this "
                 f"archcompress uses version {FEATURE_SCHEMA.version}: train the policy again with this version"
             )
+        trained_on = payload.get("features", "absolute")  # policies saved before relative features were absolute
+        if trained_on != features:
+            raise ArchcompressError(
+                f"--policy {path} was trained on {trained_on} unit features but this run reads {features} ones: "
+                f"pass --policy-features {trained_on}"
+            )
         choices = space.kernel_ratios if name == KERNEL_FILE else space.ratios
         if name != REMOVAL_FILE and len(payload.get("ratios", [])) != len(choices):
             raise ArchcompressError(
@@ -413,3 +492,22 @@ def load_policies(
             policy.load_state_dict(payload["state_dict"])
         except (KeyError, RuntimeError) as exc:
             raise ArchcompressError(f"--policy {path} does not fit this policy ({exc})") from exc
+
+
+def unseen_kinds_note(directory: Path, space: CompressionSpace) -> str | None:
+    """A warning when ``space`` has kinds of unit the saved removal policy never saw (e.g. residual blocks for a
+    policy trained on a VGG); None when it saw them all or the file does not record them."""
+    try:
+        payload = torch.load(directory / REMOVAL_FILE, map_location="cpu", weights_only=True)
+    except Exception:  # load_policies has already refused an unreadable file
+        return None
+    seen = payload.get("unit_kinds") if isinstance(payload, dict) else None
+    if not seen:
+        return None
+    unseen = sorted({unit.kind for unit in space.units} - set(seen))
+    if not unseen:
+        return None
+    return (
+        f"--policy {directory} was trained on a teacher without {', '.join(unseen)} units: its decisions on "
+        f"them start untrained (a policy transfers best within one family, e.g. VGG-11 to VGG-19)"
+    )

@@ -3,26 +3,18 @@ doc's figures are the measured ones), and the file says the machine was shared w
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from typing import Any
+
+from bench_scripts import load_benchmark
 
 ROOT = Path(__file__).parents[2]
 RESULTS = ROOT / "benchmarks" / "results" / "parallel.json"
 
 
-def parallel_script() -> Any:
-    spec = importlib.util.spec_from_file_location("bench_parallel", ROOT / "benchmarks" / "parallel.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_benchmark_doc_shows_the_measured_parallel_tables() -> None:
     result = json.loads(RESULTS.read_text())
-    tables = parallel_script().markdown_tables(result)
+    tables = load_benchmark("parallel").markdown_tables(result)
     assert tables in (ROOT / "docs" / "benchmarks.md").read_text()
 
 

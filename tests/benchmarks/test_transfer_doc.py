@@ -57,3 +57,15 @@ def test_the_results_file_is_consistent_and_the_doc_shows_its_tables() -> None:
     assert result["verdicts"] == verdicts
     assert {(p["source"], p["target"]) for p in result["pairs"]} == {("vgg11", "vgg19"), ("resnet20", "resnet56")}
     assert script.table(result["pairs"], verdicts) in (ROOT / "docs" / "benchmarks.md").read_text()
+
+
+def test_the_summary_table_averages_each_variant_over_its_seeds() -> None:
+    script = load_benchmark("n2n_transfer")
+    rows = [
+        _row("scratch", 0, [0.2, 0.8], 0.90),
+        _row("transfer", 0, [0.5, 0.6], 0.94),
+        _row("scratch", 1, [0.3, 0.6], 0.92),
+        _row("transfer", 1, [0.6, 0.7], 0.96),
+    ]
+    text = script.table(script.compare(rows), [])
+    assert "| vgg11 to vgg19 | transfer | 91.0 (90.0-92.0) / 95.0 (94.0-96.0) | 0.7000 / 0.6500 |" in text

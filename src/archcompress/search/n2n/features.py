@@ -9,13 +9,10 @@ teacher looks like its counterpart in the smaller one.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
 from archcompress.space import FEATURE_SCHEMA, CompressionSpace
 
-FeatureKind = Literal["absolute", "relative"]
 FEATURE_KINDS: tuple[str, ...] = ("absolute", "relative")
 # size columns that grow with the teacher's width or shrink with its depth
 RELATIVE_COLUMNS = ("in_width", "out_width", "param_share", "mac_share", "log_params")

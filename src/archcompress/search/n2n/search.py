@@ -156,10 +156,10 @@ class N2NSearch:
         # kernel sizes, when the space has kernel ratios: a second autoregressive policy over the kernel units
         self.kernel = ShrinkPolicy(features.shape[1], len(space.kernel_ratios)) if space.kernel_units else None
         if options.policy:
-            self._transfer(self.removal)
+            saved = self._transfer(self.removal)
             if options.transfer_keep == "count":
-                self._keep_as_many_as_trained(Path(options.policy))
-            note = unseen_kinds_note(Path(options.policy), space)
+                self._keep_as_many_as_trained(saved)
+            note = unseen_kinds_note(Path(options.policy), saved, space)
             if note:
                 log.warning("%s", note, extra={"console": True})
         self.removal_trainer = Reinforce(
@@ -376,22 +376,26 @@ class N2NSearch:
 
     # --- transfer ------------------------------------------------------------------------------------
 
-    def _transfer(self, removal: RemovalPolicy) -> None:
-        """Load ``--policy`` into ``removal`` and the stage-2 policies, then reset what ``transfer_reset`` names."""
+    def _transfer(self, removal: RemovalPolicy) -> dict[str, Any]:
+        """Load ``--policy`` into ``removal`` and the stage-2 policies, then reset what ``transfer_reset`` names;
+        the saved removal policy's payload."""
         options = self.options
-        load_policies(Path(str(options.policy)), removal, self.shrink, self.space, self.kernel, options.features)
+        saved = load_policies(
+            Path(str(options.policy)), removal, self.shrink, self.space, self.kernel, options.features
+        )
         if options.transfer_reset == "shrink-head":
             for policy in (self.shrink, self.kernel):
                 if policy is not None:
                     policy.head.reset_parameters()  # the global generator: seeded by the caller
+        return saved
 
-    def _keep_as_many_as_trained(self, directory: Path) -> None:
-        """Shift the loaded removal policy so that it keeps as many units here as on its own teacher."""
-        payload = torch.load(directory / REMOVAL_FILE, map_location="cpu", weights_only=True)
-        count = payload.get("expected_kept")
+    def _keep_as_many_as_trained(self, saved: dict[str, Any]) -> None:
+        """Shift the loaded removal policy so that it keeps as many units here as on its own teacher (``saved``:
+        the saved removal policy's payload)."""
+        count = saved.get("expected_kept")
         if count is None:
             raise ArchcompressError(
-                f"--policy {directory} does not record how many units its removal policy keeps (saved by an "
+                f"--policy {self.options.policy} does not record how many units its removal policy keeps (saved by an "
                 "earlier archcompress): train it again, or leave --transfer-keep at share"
             )
         shift_to_keep(self.removal, self.features, self.removable, float(count))
@@ -452,9 +456,11 @@ def load_policies(
     space: CompressionSpace,
     kernel: nn.Module | None = None,
     features: str = "absolute",
-) -> None:
+) -> dict[str, Any]:
     """Load saved policies into ``removal`` and ``shrink`` (and ``kernel``, when the directory has one),
-    refusing ones made for another feature schema or another kind of unit features than ``features``."""
+    refusing ones made for another feature schema or another kind of unit features than ``features``; the saved
+    removal policy's payload (its weights and what was recorded with them)."""
+    loaded: dict[str, dict[str, Any]] = {}
     policies: list[tuple[nn.Module, str]] = [(removal, REMOVAL_FILE), (shrink, SHRINK_FILE)]
     if kernel is not None and (directory / KERNEL_FILE).is_file():
         policies.append((kernel, KERNEL_FILE))
@@ -492,16 +498,15 @@ def load_policies(
             policy.load_state_dict(payload["state_dict"])
         except (KeyError, RuntimeError) as exc:
             raise ArchcompressError(f"--policy {path} does not fit this policy ({exc})") from exc
+        loaded[name] = payload
+    return loaded[REMOVAL_FILE]
 
 
-def unseen_kinds_note(directory: Path, space: CompressionSpace) -> str | None:
-    """A warning when ``space`` has kinds of unit the saved removal policy never saw (e.g. residual blocks for a
-    policy trained on a VGG); None when it saw them all or the file does not record them."""
-    try:
-        payload = torch.load(directory / REMOVAL_FILE, map_location="cpu", weights_only=True)
-    except Exception:  # load_policies has already refused an unreadable file
-        return None
-    seen = payload.get("unit_kinds") if isinstance(payload, dict) else None
+def unseen_kinds_note(directory: Path, saved: dict[str, Any], space: CompressionSpace) -> str | None:
+    """A warning when ``space`` has kinds of unit the removal policy saved in ``directory`` (``saved``: its
+    payload, as ``load_policies`` returns it) never saw (e.g. residual blocks for a policy trained on a VGG); None
+    when it saw them all or the file does not record them."""
+    seen = saved.get("unit_kinds")
     if not seen:
         return None
     unseen = sorted({unit.kind for unit in space.units} - set(seen))
